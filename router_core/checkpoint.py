@@ -1,0 +1,286 @@
+"""Checkpoints: a directory with a JSON manifest and plain arrays, never a pickle.
+
+Layout::
+
+    manifest.json   schema_version, embedder {id, dim, normalized}, models [{name, provider_id,
+                    input_price_per_million, output_price_per_million}], policies [...],
+                    heads {kind, file, ...}, files {name: sha256}, default_lambda, input_tokens
+    heads.npz       quality_coef [M,P,D], quality_intercept [M,P],
+                    tokens_coef [M,P,D], tokens_intercept [M,P]   (loaded with allow_pickle=False)
+
+`load_checkpoint` verifies every hash, every shape and the embedder before anything is used;
+failures raise `CheckpointError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._errors import CheckpointError
+from .policies import Policy
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+HEADS_FILE = "heads.npz"
+HEAD_KINDS = ("linear", "mlp")
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A routable model: its name in the checkpoint, provider id and USD list prices."""
+
+    name: str
+    provider_id: str
+    input_price_per_million: float
+    output_price_per_million: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "provider_id": self.provider_id,
+            "input_price_per_million": self.input_price_per_million,
+            "output_price_per_million": self.output_price_per_million,
+        }
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    id: str
+    dim: int
+    normalized: bool
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint in memory; `arrays` holds the head tensors by name."""
+
+    embedder: EmbedderSpec
+    models: tuple[ModelSpec, ...]
+    policies: tuple[Policy, ...]
+    arrays: dict[str, FloatArray]
+    head_kind: str = "linear"
+    head_options: dict[str, Any] = field(default_factory=dict)
+    default_lambda: float = 0.99999
+    input_tokens: str = "tokenizer"
+    name: str = "r2-checkpoint"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models)
+
+    def manifest(self, files: Mapping[str, str]) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "name": self.name,
+            "embedder": {
+                "id": self.embedder.id,
+                "dim": self.embedder.dim,
+                "normalized": self.embedder.normalized,
+            },
+            "default_lambda": self.default_lambda,
+            "input_tokens": self.input_tokens,
+            "models": [m.to_json() for m in self.models],
+            "policies": [p.to_json() for p in self.policies],
+            "heads": {"kind": self.head_kind, "file": HEADS_FILE, **self.head_options},
+            "files": dict(files),
+            "provenance": self.provenance,
+        }
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(ckpt: Checkpoint, directory: str | Path) -> Path:
+    """Write `ckpt` as manifest + npz; returns the directory."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_shapes(ckpt, out / HEADS_FILE)
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in ckpt.arrays.items()})
+    (out / HEADS_FILE).write_bytes(buf.getvalue())
+    files = {HEADS_FILE: sha256_file(out / HEADS_FILE)}
+    (out / MANIFEST).write_text(json.dumps(ckpt.manifest(files), indent=2) + "\n")
+    ckpt.path = out
+    return out
+
+
+def load_checkpoint(
+    directory: str | Path,
+    expected_embedder: tuple[str, int] | None = None,
+) -> Checkpoint:
+    """Load and verify a checkpoint directory.
+
+    `expected_embedder` is `(id, dim)` of the configured embedder; a mismatch is an error
+    because the heads would be scoring vectors from another space.
+    """
+    root = Path(directory)
+    manifest_path = root / MANIFEST
+    if not root.is_dir():
+        raise CheckpointError("checkpoint directory not found", file=str(root))
+    try:
+        raw = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError("manifest missing", file=str(manifest_path)) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"manifest is not valid JSON: {exc}", file=str(manifest_path)) from None
+    if not isinstance(raw, dict):
+        raise CheckpointError("manifest must be a JSON object", file=str(manifest_path))
+    ckpt = _parse_manifest(raw, manifest_path)
+    ckpt.path = root
+    files = _req(raw, "files", dict, manifest_path)
+    heads_name = ckpt.head_options.pop("file", HEADS_FILE)
+    if heads_name not in files:
+        raise CheckpointError("heads file has no sha256", file=str(manifest_path), field=f"files.{heads_name}")
+    for name, digest in files.items():
+        _verify_file(root, name, digest, manifest_path)
+    ckpt.arrays = _load_arrays(root / heads_name)
+    _check_shapes(ckpt, root / heads_name)
+    if expected_embedder is not None:
+        emb_id, dim = expected_embedder
+        if dim != ckpt.embedder.dim:
+            raise CheckpointError(
+                f"checkpoint expects {ckpt.embedder.dim}-d embeddings but the configured embedder "
+                f"gives {dim}-d", file=str(manifest_path), field="embedder.dim")
+        if emb_id != ckpt.embedder.id:
+            raise CheckpointError(
+                f"checkpoint was trained with embedder {ckpt.embedder.id!r} but {emb_id!r} is "
+                "configured", file=str(manifest_path), field="embedder.id")
+    return ckpt
+
+
+def _req(raw: Mapping[str, Any], key: str, typ: type | tuple[type, ...], path: Path,
+         prefix: str = "") -> Any:
+    if key not in raw:
+        raise CheckpointError("missing field", file=str(path), field=prefix + key)
+    value = raw[key]
+    if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+        raise CheckpointError("wrong type", file=str(path), field=prefix + key)
+    return value
+
+
+def _parse_manifest(raw: dict[str, Any], path: Path) -> Checkpoint:
+    version = _req(raw, "schema_version", int, path)
+    if version != SCHEMA_VERSION:
+        raise CheckpointError(f"unsupported schema_version {version}", file=str(path),
+                              field="schema_version")
+    emb = _req(raw, "embedder", dict, path)
+    embedder = EmbedderSpec(
+        id=_req(emb, "id", str, path, "embedder."),
+        dim=_req(emb, "dim", int, path, "embedder."),
+        normalized=bool(_req(emb, "normalized", bool, path, "embedder.")),
+    )
+    if embedder.dim <= 0:
+        raise CheckpointError("dimension must be positive", file=str(path), field="embedder.dim")
+    models = []
+    for i, m in enumerate(_req(raw, "models", list, path)):
+        pre = f"models[{i}]."
+        if not isinstance(m, dict):
+            raise CheckpointError("wrong type", file=str(path), field=f"models[{i}]")
+        prices = [float(_req(m, k, (int, float), path, pre))
+                  for k in ("input_price_per_million", "output_price_per_million")]
+        if any(p < 0 or not math.isfinite(p) for p in prices):
+            raise CheckpointError("price must be finite and >= 0", file=str(path), field=pre + "price")
+        models.append(ModelSpec(_req(m, "name", str, path, pre),
+                                str(m.get("provider_id") or m["name"]), prices[0], prices[1]))
+    if not models:
+        raise CheckpointError("no models", file=str(path), field="models")
+    if len({m.name for m in models}) != len(models):
+        raise CheckpointError("duplicate model name", file=str(path), field="models")
+    policies = []
+    for i, p in enumerate(_req(raw, "policies", list, path)):
+        try:
+            policies.append(Policy.from_json(p))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"invalid policy: {exc}", file=str(path),
+                                  field=f"policies[{i}]") from None
+    if not policies:
+        raise CheckpointError("no policies", file=str(path), field="policies")
+    heads = dict(_req(raw, "heads", dict, path))
+    kind = heads.pop("kind", None)
+    if kind not in HEAD_KINDS:
+        raise CheckpointError(f"heads.kind must be one of {HEAD_KINDS}", file=str(path),
+                              field="heads.kind")
+    lam = raw.get("default_lambda", 0.99999)
+    return Checkpoint(
+        embedder=embedder, models=tuple(models), policies=tuple(policies), arrays={},
+        head_kind=kind, head_options=heads, default_lambda=float(lam),
+        input_tokens=str(raw.get("input_tokens", "tokenizer")),
+        name=str(raw.get("name", path.parent.name)), provenance=dict(raw.get("provenance", {})),
+    )
+
+
+def _verify_file(root: Path, name: str, digest: Any, manifest: Path) -> None:
+    target = (root / name).resolve()
+    if root.resolve() not in target.parents or not isinstance(digest, str):
+        raise CheckpointError("invalid file entry", file=str(manifest), field=f"files.{name}")
+    if not target.is_file():
+        raise CheckpointError("file listed in manifest is missing", file=str(root / name),
+                              field=f"files.{name}")
+    if sha256_file(target) != digest:
+        raise CheckpointError("sha256 mismatch: the file was changed or replaced",
+                              file=str(root / name), field=f"files.{name}")
+
+
+def _load_arrays(path: Path) -> dict[str, FloatArray]:
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError("not an npz archive (pickles are never loaded)", file=str(path))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: np.asarray(data[k], dtype=np.float32) for k in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"unreadable arrays: {exc}", file=str(path)) from None
+
+
+def _check_shapes(ckpt: Checkpoint, path: Path) -> None:
+    m, p, d = len(ckpt.models), len(ckpt.policies), ckpt.embedder.dim
+    if ckpt.head_kind == "linear":
+        expected = {
+            "quality_coef": (m, p, d), "quality_intercept": (m, p),
+            "tokens_coef": (m, p, d), "tokens_intercept": (m, p),
+        }
+    else:
+        expected = _mlp_shapes(ckpt, m, p, d, path)
+    for key, shape in expected.items():
+        arr = ckpt.arrays.get(key)
+        if arr is None:
+            raise CheckpointError("array missing", file=str(path), field=key)
+        if tuple(arr.shape) != shape:
+            raise CheckpointError(f"shape {tuple(arr.shape)} != expected {shape}",
+                                  file=str(path), field=key)
+        if not np.all(np.isfinite(arr)):
+            raise CheckpointError("non-finite values", file=str(path), field=key)
+
+
+def _mlp_shapes(ckpt: Checkpoint, m: int, p: int, d: int, path: Path) -> dict[str, tuple[int, ...]]:
+    """MLP heads: per target (quality, tokens) layers `{t}_w{i}` [M*P, in, out], `{t}_b{i}`."""
+    hidden = ckpt.head_options.get("hidden")
+    if not isinstance(hidden, list) or not all(isinstance(h, int) and h > 0 for h in hidden):
+        raise CheckpointError("mlp heads need a list of hidden sizes", file=str(path),
+                              field="heads.hidden")
+    sizes = [d, *hidden, 1]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for target in ("quality", "tokens"):
+        for i in range(len(sizes) - 1):
+            shapes[f"{target}_w{i}"] = (m * p, sizes[i], sizes[i + 1])
+            shapes[f"{target}_b{i}"] = (m * p, sizes[i + 1])
+    return shapes

@@ -1,0 +1,247 @@
+"""Vectorised scoring of every (model, policy) head and the utility arg-max.
+
+All heads of all models are one matrix: a batch of embeddings `E [N, D]` is scored with a single
+product `E @ W.T` where `W` stacks quality and token heads `[2*M*P, D]`. Deciding is then array
+arithmetic over `[N, M, P]`; nothing on this path loops over heads or models in Python.
+
+Head options in the manifest (all default to the release's behaviour):
+- `quality_link`: `"clip"` (clip to [0, 1]) or `"sigmoid"`;
+- `tokens_space`: `"linear"` or `"log1p"` (token heads predict log1p(tokens));
+- `monotone_quality`: quality of numeric budgets made non-decreasing in the budget;
+- cost of a `cost_tokens == "predicted"` policy is capped at its `max_tokens`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ._errors import InvalidInputError, NoFeasibleCandidateError, UnknownModelError
+from .checkpoint import Checkpoint
+from .policies import Policy
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Per-decision limits. `max_budget` is the client's max_tokens: numeric budgets and named
+    policies above it are not considered; the budget-free arm stays (it keeps the client's cap)."""
+
+    allowed_models: tuple[str, ...] | None = None
+    max_budget: int | None = None
+    max_cost_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    model: str
+    budget: int | str
+    predicted_quality: float
+    predicted_output_tokens: float
+    predicted_cost_usd: float
+    utility: float
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "budget": self.budget,
+            "predicted_quality": self.predicted_quality,
+            "predicted_output_tokens": self.predicted_output_tokens,
+            "predicted_cost_usd": self.predicted_cost_usd,
+            "utility": self.utility,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The pick for one query; `candidates` are all feasible ones ranked by utility."""
+
+    chosen: Candidate
+    policy: Policy
+    lambda_: float
+    input_tokens: int
+    candidates: tuple[Candidate, ...]
+
+    @property
+    def model(self) -> str:
+        return self.chosen.model
+
+    @property
+    def budget(self) -> int | str:
+        return self.chosen.budget
+
+    def to_json(self, all_candidates: bool = False) -> dict[str, object]:
+        out = self.chosen.to_json()
+        out["lambda"] = self.lambda_
+        out["input_tokens"] = self.input_tokens
+        if all_candidates:
+            out["candidates"] = [c.to_json() for c in self.candidates]
+        return out
+
+
+@dataclass
+class Scores:
+    """Predicted quality, output tokens and cost per query, model and policy: `[N, M, P]`."""
+
+    quality: F64
+    tokens: F64
+    cost: F64
+
+
+def check_lambda(lambda_: float) -> float:
+    value = float(lambda_)
+    if not np.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise InvalidInputError("lambda must be a number in [0, 1]", param="lambda")
+    return value
+
+
+class Scorer:
+    """Scores embeddings against a checkpoint's heads and picks the utility arg-max."""
+
+    def __init__(self, ckpt: Checkpoint) -> None:
+        self.ckpt = ckpt
+        self.models = ckpt.model_names
+        self.policies = ckpt.policies
+        m, p, d = len(ckpt.models), len(ckpt.policies), ckpt.embedder.dim
+        self.shape = (m, p)
+        self.dim = d
+        opts = ckpt.head_options
+        self.quality_link = str(opts.get("quality_link", "clip"))
+        self.tokens_space = str(opts.get("tokens_space", "linear"))
+        self.monotone = bool(opts.get("monotone_quality", False))
+        a = ckpt.arrays
+        if ckpt.head_kind == "linear":
+            # One [2*M*P, D] matrix: a single GEMM scores every head of every model.
+            self._w = np.concatenate(
+                [a["quality_coef"].reshape(m * p, d), a["tokens_coef"].reshape(m * p, d)]
+            ).astype(np.float64).T.copy()
+            self._b = np.concatenate(
+                [a["quality_intercept"].reshape(-1), a["tokens_intercept"].reshape(-1)]
+            ).astype(np.float64)
+        self._in_price = np.array([x.input_price_per_million for x in ckpt.models]) / 1e6
+        self._out_price = np.array([x.output_price_per_million for x in ckpt.models]) / 1e6
+        self._fixed_tokens = np.array(
+            [pol.budget if pol.cost_tokens == "budget" and pol.budget else np.nan
+             for pol in ckpt.policies], dtype=np.float64)
+        self._token_cap = np.array(
+            [pol.max_tokens if pol.max_tokens else np.inf for pol in ckpt.policies])
+        budgets = [(pol.budget, j) for j, pol in enumerate(ckpt.policies) if pol.budget is not None]
+        self._budget_order = np.array([j for _, j in sorted(budgets)], dtype=np.intp)
+        self._policy_limit = np.array(
+            [pol.budget or pol.max_tokens or 0 for pol in ckpt.policies], dtype=np.float64)
+        self._labels = [pol.label for pol in ckpt.policies]
+
+    # -- prediction -------------------------------------------------------------------------
+    def _raw(self, emb: F64) -> tuple[F64, F64]:
+        n = emb.shape[0]
+        m, p = self.shape
+        if self.ckpt.head_kind == "linear":
+            out = emb @ self._w + self._b
+            return out[:, : m * p].reshape(n, m, p), out[:, m * p:].reshape(n, m, p)
+        return self._mlp(emb, "quality"), self._mlp(emb, "tokens")
+
+    def _mlp(self, emb: F64, target: str) -> F64:
+        a = self.ckpt.arrays
+        n = emb.shape[0]
+        layers = sum(1 for k in a if k.startswith(f"{target}_w"))
+        h = np.broadcast_to(emb, (a[f"{target}_w0"].shape[0], *emb.shape))  # [K, N, D]
+        for i in range(layers):
+            h = np.matmul(h, a[f"{target}_w{i}"].astype(np.float64)) + a[f"{target}_b{i}"][:, None, :]
+            if i < layers - 1:
+                h = np.maximum(h, 0.0)
+        m, p = self.shape
+        return np.asarray(h[:, :, 0].T.reshape(n, m, p), dtype=np.float64)
+
+    def predict(self, embeddings: npt.ArrayLike, input_tokens: npt.ArrayLike) -> Scores:
+        emb = self.validate_embeddings(embeddings)
+        tok_in = np.broadcast_to(np.asarray(input_tokens, dtype=np.float64), (emb.shape[0],))
+        q_raw, t_raw = self._raw(emb)
+        if self.quality_link == "sigmoid":
+            quality = 1.0 / (1.0 + np.exp(-q_raw))
+        else:
+            quality = np.clip(q_raw, 0.0, 1.0)
+        if self.monotone and self._budget_order.size:
+            ordered = quality[:, :, self._budget_order]
+            quality[:, :, self._budget_order] = np.maximum.accumulate(ordered, axis=2)
+        tokens = np.expm1(np.maximum(t_raw, 0.0)) if self.tokens_space == "log1p" else t_raw
+        tokens = np.minimum(np.maximum(tokens, 0.0), self._token_cap)
+        tokens = np.where(np.isnan(self._fixed_tokens), tokens, self._fixed_tokens)
+        cost = (tok_in[:, None, None] * self._in_price[None, :, None]
+                + tokens * self._out_price[None, :, None])
+        return Scores(quality, tokens, cost)
+
+    def validate_embeddings(self, embeddings: npt.ArrayLike) -> F64:
+        emb = np.asarray(embeddings, dtype=np.float64)
+        if emb.ndim == 1:
+            emb = emb[None, :]
+        if emb.ndim != 2 or emb.shape[1] != self.dim:
+            raise InvalidInputError(
+                f"embedding dimension {emb.shape[-1] if emb.ndim else 0} does not match the "
+                f"checkpoint's {self.dim}", param="embeddings")
+        if not np.all(np.isfinite(emb)):
+            raise InvalidInputError("embeddings contain NaN or infinity", param="embeddings")
+        return emb
+
+    # -- decision ---------------------------------------------------------------------------
+    def feasible_mask(self, scores: Scores, constraints: Constraints) -> npt.NDArray[np.bool_]:
+        m, p = self.shape
+        mask = np.ones((m, p), dtype=bool)
+        if constraints.allowed_models is not None:
+            unknown = [x for x in constraints.allowed_models if x not in self.models]
+            if unknown:
+                raise UnknownModelError(f"unknown model in allowed list: {unknown[0]!r}",
+                                        param="models")
+            mask &= np.isin(np.array(self.models), constraints.allowed_models)[:, None]
+        if constraints.max_budget is not None:
+            mask &= (self._policy_limit <= constraints.max_budget)[None, :]
+        full = np.broadcast_to(mask, scores.cost.shape)
+        if constraints.max_cost_usd is not None:
+            full = full & (scores.cost <= constraints.max_cost_usd)
+        return full
+
+    def utilities(self, scores: Scores, lambda_: float) -> F64:
+        lam = check_lambda(lambda_)
+        return (1.0 - lam) * scores.quality - lam * scores.cost
+
+    def pick(self, embeddings: npt.ArrayLike, input_tokens: npt.ArrayLike, lambda_: float,
+             constraints: Constraints = Constraints()) -> tuple[npt.NDArray[np.intp], Scores, F64]:
+        """Batch arg-max: flat index `m*P + p` per row, -1 where nothing is feasible."""
+        scores = self.predict(embeddings, input_tokens)
+        util = self.utilities(scores, lambda_)
+        mask = self.feasible_mask(scores, constraints)
+        masked = np.where(mask, util, -np.inf).reshape(util.shape[0], -1)
+        idx = np.argmax(masked, axis=1)  # first maximum: model order, then policy order
+        idx[~np.isfinite(masked[np.arange(masked.shape[0]), idx])] = -1
+        return idx, scores, util
+
+    def candidate(self, scores: Scores, util: F64, row: int, flat: int) -> Candidate:
+        mi, pi = divmod(int(flat), self.shape[1])
+        return Candidate(self.models[mi], self._labels[pi], float(scores.quality[row, mi, pi]),
+                         float(scores.tokens[row, mi, pi]), float(scores.cost[row, mi, pi]),
+                         float(util[row, mi, pi]))
+
+    def decide(self, embedding: npt.ArrayLike, input_tokens: int, lambda_: float,
+               constraints: Constraints = Constraints()) -> Decision:
+        idx, scores, util = self.pick(embedding, [input_tokens], lambda_, constraints)
+        if idx[0] < 0:
+            raise NoFeasibleCandidateError("no (model, budget) satisfies the constraints")
+        mask = self.feasible_mask(scores, constraints)[0].reshape(-1)
+        flat_util = util[0].reshape(-1)
+        order = [int(i) for i in np.argsort(-flat_util, kind="stable") if mask[i]]
+        cands = tuple(self.candidate(scores, util, 0, i) for i in order)
+        chosen = self.candidate(scores, util, 0, int(idx[0]))
+        return Decision(chosen, self.policies[int(idx[0]) % self.shape[1]], float(lambda_),
+                        int(input_tokens), cands)
+
+    def policy_for(self, budget: int | str) -> Policy:
+        for pol in self.policies:
+            if pol.label == budget or pol.name == str(budget):
+                return pol
+        raise InvalidInputError(f"unknown budget {budget!r}", param="budget")
+
+    def labels(self) -> Sequence[int | str]:
+        return list(self._labels)
