@@ -1,0 +1,276 @@
+"""`POST /v1/chat/completions`: route `r2-auto`, proxy named deployments, stream or not.
+
+Flow for `r2-auto`: validate -> embed (micro-batched, off the loop) -> decide -> rewrite
+(model, max_tokens, instruction) -> forward through LiteLLM. An upstream failure (5xx, timeout,
+connection) before any byte reached the client falls back to the best candidate on another
+model (`x-r2-fallback`). A failure after a stream started ends it with an SSE error event and
+`data: [DONE]`. Client disconnects cancel the upstream call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from router_core import Decision, EmbedderError
+
+from .errors import APIError, to_api_error
+from .protocol import RouteHeaders, client_max_tokens, not_found_model, parse_route_headers
+from .rewrite import apply_policy
+from .service import Service
+
+log = logging.getLogger("r2.gateway")
+T = TypeVar("T")
+R2_AUTO = "r2-auto"
+RETRYABLE = {500, 502, 503, 504}
+
+
+@dataclass
+class Outcome:
+    """What was sent and why: becomes the x-r2-* headers and the log line."""
+
+    request_id: str
+    deployment: str
+    decision: Decision | None = None
+    lambda_: float | None = None
+    route_ms: float = 0.0
+    fallback: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def response_headers(self) -> dict[str, str]:
+        out = {"x-request-id": self.request_id}
+        if self.decision is not None:
+            c = self.decision.chosen
+            out.update({
+                "x-r2-model": self.deployment,
+                "x-r2-budget": str(c.budget),
+                "x-r2-predicted-quality": f"{c.predicted_quality:.4f}",
+                "x-r2-predicted-cost-usd": f"{c.predicted_cost_usd:.8f}",
+                "x-r2-lambda": repr(self.lambda_),
+                "x-r2-route-ms": f"{self.route_ms:.2f}",
+            })
+        if self.fallback:
+            out["x-r2-fallback"] = self.fallback
+        return out
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run `work`, cancelling it if the client goes away first."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        raise APIError(499, "client closed the request", "client_closed", None, "client_closed")
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+
+
+async def handle_chat(request: Request, body: dict[str, Any], svc: Service) -> Response:
+    request_id = request.headers.get("x-request-id") or f"r2-{uuid.uuid4().hex[:16]}"
+    model = body["model"]
+    start = time.perf_counter()
+    if model == R2_AUTO:
+        outcome, upstream_body = await _route(request, body, svc, request_id)
+    elif model in svc.deployment_names:
+        outcome, upstream_body = Outcome(request_id, model), body
+    else:
+        raise not_found_model()
+    response = await _forward(request, upstream_body, svc, outcome, body)
+    _log(outcome, start)
+    return response
+
+
+async def _route(request: Request, body: dict[str, Any], svc: Service,
+                 request_id: str) -> tuple[Outcome, dict[str, Any]]:
+    headers = parse_route_headers(request.headers, svc.settings.default_lambda)
+    _, client_cap = client_max_tokens(body)
+    start = time.perf_counter()
+    try:
+        decision = await svc.route(body["messages"], headers, client_cap)
+    except EmbedderError:
+        fallback = svc.settings.fallback_deployment
+        if fallback is None:
+            raise
+        svc.metrics.fallbacks.labels("embedder-unavailable").inc()
+        outcome = Outcome(request_id, fallback, fallback="embedder-unavailable")
+        return outcome, {**body, "model": fallback}
+    outcome = Outcome(request_id, decision.model, decision, headers.lambda_,
+                      (time.perf_counter() - start) * 1000)
+    svc.metrics.decisions.labels(decision.model, str(decision.budget)).inc()
+    svc.metrics.predicted_cost.labels(decision.model).inc(decision.chosen.predicted_cost_usd)
+    return outcome, _rewrite(body, svc, decision)
+
+
+def _rewrite(body: dict[str, Any], svc: Service, decision: Decision) -> dict[str, Any]:
+    dep = svc.settings.deployment(decision.model)
+    return apply_policy(body, decision.model, decision.policy, svc.settings.budget_instruction,
+                        dep.max_tokens if dep else None)
+
+
+def _next_candidate(svc: Service, outcome: Outcome, failed: set[str]) -> Decision | None:
+    """The best remaining candidate on a model that has not failed for this request."""
+    decision = outcome.decision
+    if decision is None:
+        return None
+    cooling = svc.upstream.cooldowns.cooling()
+    for cand in decision.candidates:
+        if cand.model not in failed and cand.model not in cooling:
+            policy = svc.scorer.policy_for(cand.budget)
+            return Decision(cand, policy, decision.lambda_, decision.input_tokens,
+                            decision.candidates)
+    return None
+
+
+async def _forward(request: Request, body: dict[str, Any], svc: Service, outcome: Outcome,
+                   original: dict[str, Any]) -> Response:
+    failed: set[str] = set()
+    while True:
+        name = body["model"]
+        start = time.perf_counter()
+        try:
+            if body.get("stream"):
+                return await _open_stream(request, body, svc, outcome)
+            result = await until_disconnect(request, svc.upstream.complete(body))
+        except APIError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped through the one error table
+            err = to_api_error(exc)
+            svc.metrics.upstream_errors.labels(name, str(err.status)).inc()
+            if err.status not in RETRYABLE:
+                raise err from None
+            svc.upstream.cooldowns.failure(name)
+            failed.add(name)
+            nxt = _next_candidate(svc, outcome, failed)
+            if nxt is None:
+                raise err from None
+            svc.metrics.fallbacks.labels("upstream-error").inc()
+            outcome.decision, outcome.deployment = nxt, nxt.model
+            outcome.fallback = f"upstream-error:{name}"
+            body = _rewrite(original, svc, nxt)
+            continue
+        finally:
+            svc.metrics.upstream_seconds.labels(name).observe(time.perf_counter() - start)
+        svc.upstream.cooldowns.success(name)
+        data = _to_dict(result)
+        data["model"] = name
+        _observe_usage(svc, outcome, data)
+        return JSONResponse(data, headers=outcome.response_headers())
+
+
+def _to_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    dump = getattr(obj, "model_dump", None)
+    data = dump(exclude_none=False) if dump else json.loads(obj.json())
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def _observe_usage(svc: Service, outcome: Outcome, data: dict[str, Any]) -> None:
+    usage = data.get("usage") or {}
+    spec = next((m for m in svc.checkpoint.models if m.name == outcome.deployment), None)
+    completion = usage.get("completion_tokens")
+    if isinstance(completion, int):
+        svc.metrics.completion_tokens.labels(outcome.deployment).observe(completion)
+        if spec is not None:
+            cost = ((usage.get("prompt_tokens") or 0) * spec.input_price_per_million
+                    + completion * spec.output_price_per_million) / 1e6
+            svc.metrics.actual_cost.labels(outcome.deployment).inc(cost)
+    for choice in data.get("choices") or []:
+        if choice.get("finish_reason") == "length" and outcome.decision is not None:
+            svc.metrics.cut_at_budget.labels(outcome.deployment,
+                                             str(outcome.decision.budget)).inc()
+
+
+async def _open_stream(request: Request, body: dict[str, Any], svc: Service,
+                       outcome: Outcome) -> Response:
+    """Get the first chunk under the timeout (errors so far are ordinary HTTP errors)."""
+    name = body["model"]
+    timeout = svc.upstream.timeout_for(name)
+
+    async def first() -> tuple[AsyncIterator[Any], Any]:
+        iterator = await svc.upstream.stream(body)
+        return iterator, await anext(iterator)
+
+    iterator, head = await until_disconnect(request, asyncio.wait_for(first(), timeout + 0.5))
+    svc.upstream.cooldowns.success(name)
+    return StreamingResponse(_sse(iterator, head, svc, outcome, timeout),
+                             media_type="text/event-stream",
+                             headers={**outcome.response_headers(), "cache-control": "no-cache"})
+
+
+async def _sse(iterator: AsyncIterator[Any], head: Any, svc: Service, outcome: Outcome,
+               timeout: float) -> AsyncIterator[str]:
+    chunk: Any = head
+    try:
+        while True:
+            data = _to_dict(chunk)
+            data["model"] = outcome.deployment
+            if data.get("usage"):
+                _observe_usage(svc, outcome, {"usage": data["usage"]})
+            for choice in data.get("choices") or []:
+                if choice.get("finish_reason") == "length" and outcome.decision is not None:
+                    svc.metrics.cut_at_budget.labels(outcome.deployment,
+                                                     str(outcome.decision.budget)).inc()
+            yield f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+            try:
+                chunk = await asyncio.wait_for(anext(iterator), timeout)
+            except StopAsyncIteration:
+                break
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the stream already started: report in-band
+        err = to_api_error(exc)
+        svc.metrics.upstream_errors.labels(outcome.deployment, str(err.status)).inc()
+        log.warning("stream %s failed after start: %s", outcome.request_id, err.code)
+        yield f"data: {json.dumps(err.body())}\n\n"
+    finally:
+        closer = getattr(iterator, "aclose", None)
+        if closer is not None:
+            try:
+                await closer()
+            except Exception:  # noqa: BLE001 - best effort on an already failed stream
+                pass
+    yield "data: [DONE]\n\n"
+
+
+def _log(outcome: Outcome, start: float) -> None:
+    c = outcome.decision.chosen if outcome.decision else None
+    log.info("request id=%s model=%s budget=%s utility=%s fallback=%s latency_ms=%.1f",
+             outcome.request_id, outcome.deployment, c.budget if c else "-",
+             f"{c.utility:.6g}" if c else "-", outcome.fallback or "-",
+             (time.perf_counter() - start) * 1000)
+
+
+def route_response(decision: Decision, lambda_: float, route_ms: float) -> JSONResponse:
+    payload = decision.to_json(all_candidates=True)
+    payload["route_ms"] = route_ms
+    return JSONResponse(payload)
+
+
+async def handle_route(request: Request, body: dict[str, Any], svc: Service) -> Response:
+    headers: RouteHeaders = parse_route_headers(request.headers, svc.settings.default_lambda)
+    _, client_cap = client_max_tokens(body)
+    start = time.perf_counter()
+    decision = await svc.route(body["messages"], headers, client_cap)
+    return route_response(decision, headers.lambda_, (time.perf_counter() - start) * 1000)

@@ -1,0 +1,110 @@
+"""`r2 route`: route one text, or a batch of precomputed embeddings, and print the decision."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CHECKPOINT = "checkpoints/default"
+#: Embedder config implied by a checkpoint's embedder id when no --config names one.
+KNOWN_EMBEDDERS = {
+    "all-MiniLM-L6-v2-onnx-int8": {"kind": "local"},
+    "sentence-transformers/all-MiniLM-L6-v2": {"kind": "local-st"},
+    "hash": {"kind": "hash"},
+}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("route", help="pick the (model, budget) for a text or embeddings")
+    p.add_argument("text", nargs="?", help="the query to route")
+    p.add_argument("--checkpoint", help=f"checkpoint directory (default {DEFAULT_CHECKPOINT})")
+    p.add_argument("--config", help="gateway YAML: checkpoint, embedder and default lambda")
+    p.add_argument("--lambda", dest="lambda_", type=float, help="cost weight in [0, 1]")
+    p.add_argument("--embeddings", help="route each row of this .npy file instead of a text")
+    p.add_argument("--input-tokens", type=int, help="input tokens for cost (with --embeddings)")
+    p.add_argument("--models", help="comma list of allowed models")
+    p.add_argument("--max-budget", type=int, help="largest budget to consider")
+    p.add_argument("--max-cost-usd", type=float, help="largest predicted cost to accept")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--verbose", action="store_true", help="list every candidate by utility")
+    p.set_defaults(func=run)
+
+
+def _fail(message: str) -> int:
+    print(f"r2 route: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from router_core import Constraints, InvalidInputError, Router, load_checkpoint
+
+    if args.lambda_ is not None and not (math.isfinite(args.lambda_) and 0 <= args.lambda_ <= 1):
+        return _fail("--lambda must be a number in [0, 1]")
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
+    constraints = Constraints(models, args.max_budget, args.max_cost_usd)
+    ckpt_dir, embedder_cfg, lam = _resolve(args)
+    if args.embeddings:
+        return _route_embeddings(args, load_checkpoint(ckpt_dir), lam, constraints)
+    if not args.text or not args.text.strip():
+        return _fail("give a non-empty text to route, or --embeddings FILE.npy")
+    if embedder_cfg is None:
+        ckpt = load_checkpoint(ckpt_dir)
+        embedder_cfg = KNOWN_EMBEDDERS.get(ckpt.embedder.id)
+        if embedder_cfg is None:
+            raise InvalidInputError(
+                f"checkpoint needs embedder {ckpt.embedder.id!r}; pass --config with an "
+                "embedder section (e.g. a remote /v1/embeddings URL)", param="embedder")
+    router = Router.load(ckpt_dir, embedder_cfg)
+    decision = router.route(args.text, lam, constraints)
+    if args.json:
+        print(json.dumps(decision.to_json(all_candidates=args.verbose)))
+        return 0
+    print(f"Candidate LLMs: {', '.join(router.models)}")
+    print(f"Selected LLM: {decision.model}")
+    print(f"Selected budget: {decision.budget}")
+    c = decision.chosen
+    print(f"Predicted quality: {c.predicted_quality:.4f}  output tokens: "
+          f"{c.predicted_output_tokens:.1f}  cost: ${c.predicted_cost_usd:.8f}  "
+          f"(lambda={decision.lambda_}, input tokens={decision.input_tokens})")
+    if args.verbose:
+        print(f"\n{'rank':>4}  {'model':<36} {'budget':>9} {'quality':>8} {'tokens':>8} "
+              f"{'cost_usd':>12} {'utility':>12}")
+        for i, cand in enumerate(decision.candidates, 1):
+            print(f"{i:>4}  {cand.model:<36} {cand.budget!s:>9} {cand.predicted_quality:>8.4f} "
+                  f"{cand.predicted_output_tokens:>8.1f} {cand.predicted_cost_usd:>12.8f} "
+                  f"{cand.utility:>12.8f}")
+    return 0
+
+
+def _resolve(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None, float | None]:
+    if args.config:
+        from ..config import load_settings
+
+        settings = load_settings(args.config)
+        ckpt = Path(args.checkpoint) if args.checkpoint else settings.checkpoint
+        lam = args.lambda_ if args.lambda_ is not None else settings.default_lambda
+        return ckpt, dict(settings.embedder), lam
+    return Path(args.checkpoint or DEFAULT_CHECKPOINT), None, args.lambda_
+
+
+def _route_embeddings(args: argparse.Namespace, ckpt: Any, lam: float | None,
+                      constraints: Any) -> int:
+    import numpy as np
+
+    from router_core import Router
+
+    try:
+        emb = np.load(args.embeddings, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        return _fail(f"cannot read embeddings {args.embeddings}: {exc}")
+    if args.input_tokens is None or args.input_tokens < 0:
+        return _fail("--input-tokens N (>= 0) is required with --embeddings")
+    router = Router(ckpt)
+    lam = ckpt.default_lambda if lam is None else lam
+    for cand in router.route_embeddings(emb, args.input_tokens, lam, constraints):
+        print(json.dumps(cand.to_json()))
+    return 0

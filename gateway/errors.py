@@ -1,0 +1,132 @@
+"""One error table: every failure reaches the client as the OpenAI error envelope.
+
+    {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
+
+`APIError` carries status, type, param, code and extra headers (`Retry-After`). `to_api_error`
+maps every exception class the gateway can meet (core errors, LiteLLM's provider errors,
+timeouts) to one; anything unknown becomes a 500 whose message says nothing about internals.
+Messages never echo request content or provider keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from router_core import (
+    EmbedderError,
+    EmbedderUnavailableError,
+    InvalidInputError,
+    NoFeasibleCandidateError,
+    R2Error,
+    UnknownModelError,
+)
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param,
+                          "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def bad_request(message: str, param: str | None = None, code: str = "invalid_value") -> APIError:
+    return APIError(400, message, "invalid_request_error", param, code)
+
+
+_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|api[_-]?key\S*)", re.IGNORECASE)
+
+
+def scrub(text: str, limit: int = 300) -> str:
+    """Provider messages may quote keys or URLs with keys: cut and mask them."""
+    return _KEYLIKE.sub("[redacted]", text)[:limit]
+
+
+def _upstream_status(exc: Exception) -> int | None:
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def to_api_error(exc: BaseException) -> APIError:
+    """Map any exception to the envelope and status the client should see."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, UnknownModelError):
+        return APIError(400, str(exc), "invalid_request_error", exc.param, "model_not_found")
+    if isinstance(exc, InvalidInputError):
+        return bad_request(str(exc), exc.param)
+    if isinstance(exc, NoFeasibleCandidateError):
+        return APIError(400, str(exc), "invalid_request_error", None, "no_feasible_candidate")
+    if isinstance(exc, EmbedderUnavailableError | EmbedderError):
+        return APIError(503, "the routing embedder is unavailable", "service_unavailable",
+                        None, "embedder_unavailable", {"Retry-After": "1"})
+    if isinstance(exc, R2Error):
+        return APIError(500, "routing failed", "server_error", None, "routing_error")
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return APIError(504, "upstream timed out", "timeout", None, "upstream_timeout")
+    return _litellm_error(exc)
+
+
+def _litellm_error(exc: BaseException) -> APIError:
+    name = type(exc).__name__
+    status = _upstream_status(exc) if isinstance(exc, Exception) else None
+    message = scrub(str(getattr(exc, "message", "") or "upstream error"))
+    if name == "Timeout" or status == 408:
+        return APIError(504, "upstream timed out", "timeout", None, "upstream_timeout")
+    if name in ("APIConnectionError",) or status is None and name.endswith("ConnectionError"):
+        return APIError(502, "upstream connection failed", "upstream_error", None,
+                        "upstream_connection_error")
+    if status is None:
+        return APIError(500, "internal error", "server_error", None, "internal_error")
+    if status == 429:
+        retry = _retry_after(exc)
+        return APIError(429, f"upstream rate limit: {message}", "rate_limit_error", None,
+                        "rate_limit_exceeded", {"Retry-After": retry} if retry else None)
+    if status in (400, 404, 413, 422):
+        return APIError(400 if status == 422 else status, f"upstream rejected the request: {message}",
+                        "invalid_request_error", None, "upstream_bad_request")
+    if status in (401, 403):
+        # The provider refused *our* credentials: a gateway-side fault, not the client's.
+        return APIError(502, "upstream authentication failed", "upstream_error", None,
+                        "upstream_auth_error")
+    if status == 504:
+        return APIError(504, "upstream timed out", "timeout", None, "upstream_timeout")
+    if status == 503:
+        return APIError(503, f"upstream unavailable: {message}", "service_unavailable", None,
+                        "upstream_unavailable")
+    return APIError(502, f"upstream error {status}: {message}", "upstream_error", None,
+                    "upstream_error")
+
+
+def _retry_after(exc: BaseException) -> str | None:
+    for holder in (getattr(exc, "response", None), exc):
+        headers = getattr(holder, "headers", None)
+        if headers is not None:
+            try:
+                value = headers.get("retry-after") or headers.get("Retry-After")
+            except AttributeError:
+                value = None
+            if value:
+                return str(value)
+    litellm_headers = getattr(exc, "litellm_response_headers", None)
+    if litellm_headers is not None:
+        value = litellm_headers.get("retry-after")
+        if value:
+            return str(value)
+    return None

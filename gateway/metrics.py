@@ -1,0 +1,55 @@
+"""Prometheus metrics on a registry owned by the app (never the global one), prefix `r2_`.
+
+Labels are bounded and never carry secrets or request content: endpoint paths are the
+gateway's own routes, models are configured deployment names, statuses are numbers.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                   5, 10, 30, 60)
+COST_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1)
+TOKEN_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 2000, 4000, 8000, 16000)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("r2_requests_total", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=r)
+        self.decisions = Counter("r2_decisions_total", "Routing decisions by model and budget",
+                                 ["model", "budget"], registry=r)
+        self.route_seconds = Histogram("r2_route_seconds", "Routing time (embed + decide)",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.embed_seconds = Histogram("r2_embedding_seconds", "Embedding batch time",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.embed_batch = Histogram("r2_embedding_batch_size", "Texts per embedding batch",
+                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        self.upstream_seconds = Histogram("r2_upstream_seconds", "Upstream call time",
+                                          ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.upstream_errors = Counter("r2_upstream_errors_total",
+                                       "Upstream errors by deployment and status",
+                                       ["model", "status"], registry=r)
+        self.predicted_cost = Counter("r2_predicted_cost_usd_total",
+                                      "Sum of predicted cost of routed requests", ["model"],
+                                      registry=r)
+        self.actual_cost = Counter("r2_actual_cost_usd_total",
+                                   "Sum of cost from upstream usage", ["model"], registry=r)
+        self.completion_tokens = Histogram("r2_completion_tokens", "Completion tokens",
+                                           ["model"], buckets=TOKEN_BUCKETS, registry=r)
+        self.cut_at_budget = Counter("r2_budget_cut_total",
+                                     "Responses cut at the budget (finish_reason=length)",
+                                     ["model", "budget"], registry=r)
+        self.fallbacks = Counter("r2_fallbacks_total", "Fallbacks by reason", ["reason"],
+                                 registry=r)
+        self.rejected = Counter("r2_rejected_total", "Requests shed by the concurrency limit",
+                                registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

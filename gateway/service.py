@@ -1,0 +1,141 @@
+"""The gateway's serving objects, built once at start-up and shared by all requests.
+
+`Service` holds the verified checkpoint's scorer, the embedder behind its micro-batcher, the
+LiteLLM upstream, the metrics and the admission counter. Building it fails fast with a clear
+error when the checkpoint, the embedder or the deployments do not fit together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from router_core import (
+    Checkpoint,
+    Constraints,
+    Decision,
+    Embedder,
+    NoFeasibleCandidateError,
+    Scorer,
+    load_checkpoint,
+    make_embedder,
+    messages_text,
+    token_counter,
+)
+from router_core.text import TokenCounter
+
+from .batching import MicroBatcher
+from .config import ConfigError, GatewaySettings
+from .errors import APIError, bad_request
+from .metrics import Metrics
+from .protocol import RouteHeaders
+from .upstream import Upstream
+
+log = logging.getLogger("r2.gateway")
+
+
+def _apply_prices(ckpt: Checkpoint, settings: GatewaySettings) -> Checkpoint:
+    """Deployment prices in gateway.yaml override the checkpoint's (they are the user's)."""
+    models = []
+    for spec in ckpt.models:
+        dep = settings.deployment(spec.name)
+        if dep is None:
+            raise ConfigError(f"deployments: checkpoint model {spec.name!r} has no deployment")
+        models.append(dataclasses.replace(
+            spec,
+            input_price_per_million=(dep.input_price_per_million
+                                     if dep.input_price_per_million is not None
+                                     else spec.input_price_per_million),
+            output_price_per_million=(dep.output_price_per_million
+                                      if dep.output_price_per_million is not None
+                                      else spec.output_price_per_million)))
+    return dataclasses.replace(ckpt, models=tuple(models))
+
+
+def _check_policies(ckpt: Checkpoint) -> None:
+    for pol in ckpt.policies:
+        if pol.budget is None and not pol.is_unlimited and not pol.instruction:
+            raise ConfigError(f"checkpoint: named policy {pol.name!r} has no instruction; add it "
+                              "with a policies file at training time")
+
+
+class Service:
+    def __init__(self, settings: GatewaySettings, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.embedder = embedder if embedder is not None else make_embedder(settings.embedder)
+        ckpt = load_checkpoint(settings.checkpoint,
+                               expected_embedder=(self.embedder.id, self.embedder.dim))
+        _check_policies(ckpt)
+        self.checkpoint = _apply_prices(ckpt, settings)
+        self.scorer = Scorer(self.checkpoint)
+        self.count_tokens: TokenCounter = token_counter(
+            settings.input_tokens or self.checkpoint.input_tokens)
+        self.metrics = Metrics()
+        self.upstream = Upstream(settings)
+        srv = settings.server
+        self.batcher = MicroBatcher(self.embedder, srv.embed_batch_window_ms / 1000,
+                                    srv.embed_max_batch, srv.embed_timeout_s,
+                                    observe=self._observe_embed)
+        self.in_flight = 0
+        self.deployment_names = [d.name for d in settings.deployments]
+
+    def _observe_embed(self, seconds: float, size: int) -> None:
+        self.metrics.embed_seconds.observe(seconds)
+        self.metrics.embed_batch.observe(size)
+
+    async def start(self) -> None:
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self.embedder.close()
+
+    # -- admission ---------------------------------------------------------------------------
+    def admit(self) -> None:
+        if self.in_flight >= self.settings.server.max_concurrency:
+            self.metrics.rejected.inc()
+            raise APIError(503, "the gateway is at its concurrency limit; retry shortly",
+                           "service_unavailable", None, "overloaded", {"Retry-After": "1"})
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    # -- routing -----------------------------------------------------------------------------
+    async def route(self, messages: list[dict[str, Any]], headers: RouteHeaders,
+                    client_cap: int | None, exclude: set[str] | None = None) -> Decision:
+        """Embed the conversation and decide under the request's constraints."""
+        text = messages_text(messages)
+        if not text.strip():
+            raise bad_request("the conversation has no system or user text to route",
+                              "messages", "empty_content")
+        start = time.perf_counter()
+        embedding = await self.batcher.embed(text)
+        decision = self.decide(embedding, self.count_tokens(text), headers, client_cap, exclude)
+        self.metrics.route_seconds.observe(time.perf_counter() - start)
+        return decision
+
+    def decide(self, embedding: Any, input_tokens: int, headers: RouteHeaders,
+               client_cap: int | None, exclude: set[str] | None = None) -> Decision:
+        allowed = list(headers.models) if headers.models else list(self.scorer.models)
+        unknown = [m for m in allowed if m not in self.scorer.models]
+        if unknown:
+            raise bad_request("x-r2-models names a model this router does not serve",
+                              "x-r2-models", "model_not_found")
+        avoid = (exclude or set()) | self.upstream.cooldowns.cooling()
+        healthy = [m for m in allowed if m not in avoid]
+        allowed = healthy or [m for m in allowed if m not in (exclude or set())] or allowed
+        constraints = Constraints(tuple(allowed), client_cap, headers.max_cost_usd)
+        try:
+            return self.scorer.decide(embedding, input_tokens, headers.lambda_, constraints)
+        except NoFeasibleCandidateError:
+            if headers.max_cost_usd is not None:
+                raise bad_request("no model and budget fit within x-r2-max-cost-usd",
+                                  "x-r2-max-cost-usd", "no_feasible_candidate") from None
+            # The client's max_tokens is below every budget: use the smallest budget; the
+            # rewrite sends the client's own (smaller) value.
+            smallest = min((p.budget for p in self.scorer.policies if p.budget), default=None)
+            relaxed = Constraints(tuple(allowed), smallest, None)
+            return self.scorer.decide(embedding, input_tokens, headers.lambda_, relaxed)

@@ -1,0 +1,133 @@
+"""Forwarding through LiteLLM, with per-deployment cooldown and hot-path trimming.
+
+`Upstream` owns one `litellm.Router` built from the configured deployments (never from client
+input: the client can only name a deployment). LiteLLM's own cooldowns are off; the gateway
+keeps its own `Cooldowns` so the router core can route around a failing model to the next-best
+candidate on another one, and bring it back after the cooldown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .config import Deployment, GatewaySettings
+
+#: Client fields passed to LiteLLM as OpenAI parameters; anything else goes in `extra_body`
+#: so that LiteLLM forwards it to the provider without interpreting it.
+OPENAI_PARAMS = frozenset({
+    "messages", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
+    "max_completion_tokens", "n", "presence_penalty", "response_format", "seed", "stop",
+    "stream", "stream_options", "temperature", "top_p", "tools", "tool_choice",
+    "parallel_tool_calls", "user", "functions", "function_call", "modalities", "audio",
+    "prediction", "reasoning_effort", "service_tier", "store", "web_search_options",
+    "verbosity", "safety_identifier", "prompt_cache_key", "extra_body", "metadata",
+})
+
+
+def configure_litellm() -> Any:
+    """Import LiteLLM with its network and hot-path extras switched off; returns the module."""
+    import os
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    litellm.turn_off_message_logging = True
+    litellm.drop_params = False
+    litellm.set_verbose = False
+    for name in ("callbacks", "success_callback", "failure_callback",
+                 "_async_success_callback", "_async_failure_callback", "input_callback"):
+        if isinstance(getattr(litellm, name, None), list):
+            setattr(litellm, name, [])
+    return litellm
+
+
+class Cooldowns:
+    """A deployment that fails `allowed_fails` times within `window_s` sits out `cooldown_s`."""
+
+    def __init__(self, allowed_fails: int, window_s: float, cooldown_s: float) -> None:
+        self.allowed_fails = allowed_fails
+        self.window_s = window_s
+        self.cooldown_s = cooldown_s
+        self._fails: dict[str, deque[float]] = {}
+        self._until: dict[str, float] = {}
+
+    def failure(self, name: str) -> None:
+        now = time.monotonic()
+        fails = self._fails.setdefault(name, deque())
+        fails.append(now)
+        while fails and now - fails[0] > self.window_s:
+            fails.popleft()
+        if len(fails) >= self.allowed_fails:
+            self._until[name] = now + self.cooldown_s
+            fails.clear()
+
+    def success(self, name: str) -> None:
+        self._fails.pop(name, None)
+
+    def cooling(self) -> set[str]:
+        now = time.monotonic()
+        return {name for name, until in self._until.items() if until > now}
+
+
+class Upstream:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.litellm = configure_litellm()
+        cd = settings.server.cooldown
+        self.cooldowns = Cooldowns(cd.allowed_fails, cd.window_s, cd.cooldown_s)
+        self.timeouts = {d.name: d.timeout_s or settings.server.request_timeout_s
+                         for d in settings.deployments}
+        self.router = self.litellm.Router(
+            model_list=[self._entry(d) for d in settings.deployments],
+            num_retries=settings.server.num_retries,
+            timeout=settings.server.request_timeout_s,
+            disable_cooldowns=True,
+            set_verbose=False,
+        )
+
+    def _entry(self, dep: Deployment) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": dep.model,
+            # LiteLLM's OpenAI client insists on some key; local servers ignore it.
+            "api_key": dep.api_key.get_secret_value() if dep.api_key else "no-key",
+            "timeout": self.timeouts[dep.name],
+            "stream_timeout": self.timeouts[dep.name],
+            "max_retries": 0,
+        }
+        if dep.api_base:
+            params["api_base"] = dep.api_base
+        return {"model_name": dep.name, "litellm_params": params}
+
+    @staticmethod
+    def split_params(body: dict[str, Any]) -> dict[str, Any]:
+        params = {k: v for k, v in body.items() if k in OPENAI_PARAMS and k != "model"}
+        extra = {k: v for k, v in body.items() if k not in OPENAI_PARAMS and k != "model"}
+        if extra:
+            params["extra_body"] = {**params.get("extra_body", {}), **extra}
+        return params
+
+    async def complete(self, body: dict[str, Any]) -> Any:
+        """Non-streaming call; raises `asyncio.TimeoutError` past the deployment's timeout."""
+        name = body["model"]
+        params = self.split_params(body)
+        params.pop("stream", None)
+        return await asyncio.wait_for(
+            self.router.acompletion(model=name, **params), self.timeouts[name] + 0.5)
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[Any]:
+        """Open a stream; the first chunk is awaited under the timeout by the caller."""
+        name = body["model"]
+        params = self.split_params(body)
+        params["stream"] = True
+        response = await asyncio.wait_for(
+            self.router.acompletion(model=name, **params), self.timeouts[name] + 0.5)
+        return response.__aiter__()  # type: ignore[no-any-return]
+
+    def timeout_for(self, name: str) -> float:
+        return self.timeouts[name]

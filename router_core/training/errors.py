@@ -1,0 +1,25 @@
+"""The training error: bad outcome data, named by file, row and field.
+
+`DataError` is an `R2Error`, so the CLI reports it as one line on stderr with exit code 2.
+Messages name the file, the 1-based row (the line of a `.jsonl`, the data row of a CSV or
+Parquet file) and the field; they never quote prompt text.
+"""
+
+from __future__ import annotations
+
+from .._errors import R2Error
+
+
+class DataError(R2Error):
+    """Outcome data or a policies file that cannot be trained or evaluated on."""
+
+    def __init__(self, message: str, file: str | None = None, row: int | None = None,
+                 field: str | None = None) -> None:
+        where = ", ".join(part for part in (
+            f"file {file}" if file else "",
+            f"row {row}" if row is not None else "",
+            f"field {field}" if field else "") if part)
+        super().__init__(f"{message} ({where})" if where else message)
+        self.file = file
+        self.row = row
+        self.field = field

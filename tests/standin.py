@@ -1,0 +1,173 @@
+"""An HTTP stand-in for an OpenAI-compatible provider, served by uvicorn on 127.0.0.1.
+
+It records exactly what it received (headers and JSON body) and can be told, per upstream
+model name, to answer normally, fail with a status (and `Retry-After`), stall, answer slowly,
+or break a stream after some chunks. It speaks the real wire protocol (JSON and SSE), so the
+gateway's LiteLLM client cannot tell it from a provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Behaviour:
+    status: int = 200
+    delay_s: float = 0.0
+    retry_after: str | None = None
+    break_after_chunks: int | None = None
+    text: str = "Hello from the stand-in."
+    finish_reason: str = "stop"
+
+
+@dataclass
+class StandIn:
+    behaviours: dict[str, Behaviour] = field(default_factory=dict)
+    default: Behaviour = field(default_factory=Behaviour)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    active: int = 0
+    cancelled: int = 0
+    port: int = 0
+
+    def behaviour(self, model: str) -> Behaviour:
+        return self.behaviours.get(model, self.default)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def reset(self) -> None:
+        self.behaviours.clear()
+        self.default = Behaviour()
+        self.received.clear()
+
+
+def _completion(model: str, b: Behaviour, max_tokens: int | None) -> dict[str, Any]:
+    words = b.text.split()
+    if max_tokens is not None:
+        words = words[:max_tokens]
+    finish = "length" if max_tokens is not None and len(b.text.split()) > max_tokens \
+        else b.finish_reason
+    return {
+        "id": "chatcmpl-standin", "object": "chat.completion", "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(words)},
+                     "finish_reason": finish}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": len(words),
+                  "total_tokens": 11 + len(words)},
+    }
+
+
+def build_app(state: StandIn) -> Starlette:
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        state.received.append({"headers": dict(request.headers), "body": body,
+                               "path": request.url.path})
+        model = str(body.get("model"))
+        b = state.behaviour(model)
+        state.active += 1
+        try:
+            if b.delay_s:
+                await asyncio.sleep(b.delay_s)
+            if b.status != 200:
+                headers = {"Retry-After": b.retry_after} if b.retry_after else None
+                return JSONResponse({"error": {"message": f"stand-in error {b.status}",
+                                               "type": "error", "param": None, "code": None}},
+                                    status_code=b.status, headers=headers)
+            cap = body.get("max_tokens") or body.get("max_completion_tokens")
+            if body.get("stream"):
+                return StreamingResponse(_stream(state, model, b, cap, body),
+                                         media_type="text/event-stream")
+            return JSONResponse(_completion(model, b, cap))
+        except asyncio.CancelledError:
+            state.cancelled += 1
+            raise
+        finally:
+            state.active -= 1
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": []})
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                             Route("/v1/models", models)])
+
+
+async def _stream(state: StandIn, model: str, b: Behaviour, cap: int | None,
+                  body: dict[str, Any]) -> Any:
+    full = _completion(model, b, cap)
+    words = full["choices"][0]["message"]["content"].split()
+    base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": model}
+    state.active += 1
+    try:
+        yield "data: " + json.dumps({**base, "choices": [
+            {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        ) + "\n\n"
+        for i, word in enumerate(words):
+            if b.break_after_chunks is not None and i >= b.break_after_chunks:
+                raise RuntimeError("stand-in broke the stream")
+            await asyncio.sleep(b.delay_s / 10 if b.delay_s else 0)
+            yield "data: " + json.dumps({**base, "choices": [
+                {"index": 0, "delta": {"content": (" " if i else "") + word},
+                 "finish_reason": None}]}) + "\n\n"
+        yield "data: " + json.dumps({**base, "choices": [
+            {"index": 0, "delta": {}, "finish_reason": full["choices"][0]["finish_reason"]}]}
+        ) + "\n\n"
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield "data: " + json.dumps({**base, "choices": [], "usage": full["usage"]}) + "\n\n"
+        yield "data: [DONE]\n\n"
+    except asyncio.CancelledError:
+        state.cancelled += 1
+        raise
+    finally:
+        state.active -= 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerThread:
+    """Runs an ASGI app with uvicorn in a daemon thread; `stop()` shuts it down."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def start_standin() -> tuple[StandIn, ServerThread]:
+    state = StandIn()
+    server = ServerThread(build_app(state)).start()
+    state.port = server.port
+    return state, server
