@@ -16,8 +16,9 @@ from typing import Any
 
 from .config import Deployment, GatewaySettings
 
-#: Client fields passed to LiteLLM as OpenAI parameters; anything else goes in `extra_body`
-#: so that LiteLLM forwards it to the provider without interpreting it.
+#: Client fields passed to LiteLLM as OpenAI parameters. For providers that speak the OpenAI
+#: wire format, anything LiteLLM would drop (e.g. `user` for non-catalog models) or does not
+#: know goes in `extra_body`, which LiteLLM forwards to the provider without interpreting it.
 OPENAI_PARAMS = frozenset({
     "messages", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
     "max_completion_tokens", "n", "presence_penalty", "response_format", "seed", "stop",
@@ -26,6 +27,8 @@ OPENAI_PARAMS = frozenset({
     "prediction", "reasoning_effort", "service_tier", "store", "web_search_options",
     "verbosity", "safety_identifier", "prompt_cache_key", "extra_body", "metadata",
 })
+OPENAI_WIRE_PROVIDERS = frozenset({"openai", "hosted_vllm", "openai_like", "custom_openai",
+                                   "llamafile", "lm_studio", "text-completion-openai"})
 
 
 def configure_litellm() -> Any:
@@ -83,6 +86,7 @@ class Upstream:
         self.cooldowns = Cooldowns(cd.allowed_fails, cd.window_s, cd.cooldown_s)
         self.timeouts = {d.name: d.timeout_s or settings.server.request_timeout_s
                          for d in settings.deployments}
+        self.passthrough = {d.name: self._passthrough(d) for d in settings.deployments}
         self.router = self.litellm.Router(
             model_list=[self._entry(d) for d in settings.deployments],
             num_retries=settings.server.num_retries,
@@ -104,10 +108,25 @@ class Upstream:
             params["api_base"] = dep.api_base
         return {"model_name": dep.name, "litellm_params": params}
 
-    @staticmethod
-    def split_params(body: dict[str, Any]) -> dict[str, Any]:
-        params = {k: v for k, v in body.items() if k in OPENAI_PARAMS and k != "model"}
-        extra = {k: v for k, v in body.items() if k not in OPENAI_PARAMS and k != "model"}
+    def _passthrough(self, dep: Deployment) -> frozenset[str] | None:
+        """OpenAI params LiteLLM would not pass to this deployment, if it speaks OpenAI's wire."""
+        try:
+            model, provider, _, _ = self.litellm.get_llm_provider(dep.model)
+            supported = self.litellm.get_supported_openai_params(
+                model=model, custom_llm_provider=provider) or []
+        except Exception:  # noqa: BLE001 - unknown provider: let LiteLLM decide per call
+            return None
+        if provider not in OPENAI_WIRE_PROVIDERS:
+            return None
+        keep = {"messages", "stream", "extra_body", "metadata"}
+        return frozenset(OPENAI_PARAMS - set(supported) - keep)
+
+    def split_params(self, body: dict[str, Any]) -> dict[str, Any]:
+        bypass = self.passthrough.get(body["model"]) or frozenset()
+        params = {k: v for k, v in body.items()
+                  if k in OPENAI_PARAMS and k not in bypass and k != "model"}
+        extra = {k: v for k, v in body.items()
+                 if (k not in OPENAI_PARAMS or k in bypass) and k != "model"}
         if extra:
             params["extra_body"] = {**params.get("extra_body", {}), **extra}
         return params

@@ -37,7 +37,8 @@ class CheckpointError(R2Error):
     """A checkpoint failed verification or could not be read."""
 
     def __init__(self, message: str, file: str | None = None, field: str | None = None) -> None:
-        where = ", ".join(p for p in (f"file {file}" if file else "", f"field {field}" if field else "") if p)
+        where = ", ".join(p for p in (f"file {file}" if file else "",
+                                      f"field {field}" if field else "") if p)
         super().__init__(f"{message} ({where})" if where else message)
         self.file = file
         self.field = field

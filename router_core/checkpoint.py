@@ -116,7 +116,9 @@ def save_checkpoint(ckpt: Checkpoint, directory: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     _check_shapes(ckpt, out / HEADS_FILE)
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in ckpt.arrays.items()})
+    arrays: dict[str, Any] = {k: np.ascontiguousarray(v, dtype=np.float32)
+                              for k, v in ckpt.arrays.items()}
+    np.savez(buf, **arrays)
     (out / HEADS_FILE).write_bytes(buf.getvalue())
     files = {HEADS_FILE: sha256_file(out / HEADS_FILE)}
     (out / MANIFEST).write_text(json.dumps(ckpt.manifest(files), indent=2) + "\n")
@@ -142,7 +144,8 @@ def load_checkpoint(
     except FileNotFoundError:
         raise CheckpointError("manifest missing", file=str(manifest_path)) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"manifest is not valid JSON: {exc}", file=str(manifest_path)) from None
+        raise CheckpointError(f"manifest is not valid JSON: {exc}",
+                              file=str(manifest_path)) from None
     if not isinstance(raw, dict):
         raise CheckpointError("manifest must be a JSON object", file=str(manifest_path))
     ckpt = _parse_manifest(raw, manifest_path)
@@ -150,7 +153,8 @@ def load_checkpoint(
     files = _req(raw, "files", dict, manifest_path)
     heads_name = ckpt.head_options.pop("file", HEADS_FILE)
     if heads_name not in files:
-        raise CheckpointError("heads file has no sha256", file=str(manifest_path), field=f"files.{heads_name}")
+        raise CheckpointError("heads file has no sha256", file=str(manifest_path),
+                              field=f"files.{heads_name}")
     for name, digest in files.items():
         _verify_file(root, name, digest, manifest_path)
     ckpt.arrays = _load_arrays(root / heads_name)
@@ -199,7 +203,8 @@ def _parse_manifest(raw: dict[str, Any], path: Path) -> Checkpoint:
         prices = [float(_req(m, k, (int, float), path, pre))
                   for k in ("input_price_per_million", "output_price_per_million")]
         if any(p < 0 or not math.isfinite(p) for p in prices):
-            raise CheckpointError("price must be finite and >= 0", file=str(path), field=pre + "price")
+            raise CheckpointError("price must be finite and >= 0", file=str(path),
+                                  field=pre + "price")
         models.append(ModelSpec(_req(m, "name", str, path, pre),
                                 str(m.get("provider_id") or m["name"]), prices[0], prices[1]))
     if not models:

@@ -22,6 +22,8 @@ from .embedders import Embedder, make_embedder
 from .scoring import Candidate, Constraints, Decision, Scorer, check_lambda
 from .text import TokenCounter, messages_text, token_counter, truncate
 
+NO_CONSTRAINTS = Constraints()  # frozen, so one shared default instance is safe
+
 
 class Router:
     """Routes texts or embeddings to a (model, policy) with a loaded, verified checkpoint."""
@@ -55,7 +57,7 @@ class Router:
         return self.embedder.embed([truncate(t, self.embedder.max_chars) for t in texts])
 
     def route(self, text: str, lambda_: float | None = None,
-              constraints: Constraints = Constraints(),
+              constraints: Constraints = NO_CONSTRAINTS,
               input_tokens: int | None = None) -> Decision:
         """Embed `text` and decide; raises `InvalidInputError` on empty text."""
         if not isinstance(text, str) or not text.strip():
@@ -65,19 +67,20 @@ class Router:
         return self.decide(self.embed([text])[0], tokens, lam, constraints)
 
     def route_messages(self, messages: Iterable[Mapping[str, Any]], lambda_: float | None = None,
-                       constraints: Constraints = Constraints()) -> Decision:
+                       constraints: Constraints = NO_CONSTRAINTS) -> Decision:
         return self.route(messages_text(messages), lambda_, constraints)
 
     def decide(self, embedding: npt.ArrayLike, input_tokens: int, lambda_: float,
-               constraints: Constraints = Constraints()) -> Decision:
+               constraints: Constraints = NO_CONSTRAINTS) -> Decision:
         return self.scorer.decide(embedding, input_tokens, lambda_, constraints)
 
     def route_embeddings(self, embeddings: npt.ArrayLike, input_tokens: npt.ArrayLike,
-                         lambda_: float, constraints: Constraints = Constraints(),
+                         lambda_: float, constraints: Constraints = NO_CONSTRAINTS,
                          ) -> list[Candidate]:
         """Batch routing: one chosen candidate per row, in order (one GEMM for the batch)."""
         idx, scores, util = self.scorer.pick(embeddings, input_tokens, lambda_, constraints)
         if np.any(idx < 0):
             row = int(np.flatnonzero(idx < 0)[0])
-            raise NoFeasibleCandidateError(f"row {row}: no (model, budget) satisfies the constraints")
+            raise NoFeasibleCandidateError(
+                f"row {row}: no (model, budget) satisfies the constraints")
         return [self.scorer.candidate(scores, util, r, int(i)) for r, i in enumerate(idx)]

@@ -1,8 +1,10 @@
 """Vectorised scoring of every (model, policy) head and the utility arg-max.
 
 All heads of all models are one matrix: a batch of embeddings `E [N, D]` is scored with a single
-product `E @ W.T` where `W` stacks quality and token heads `[2*M*P, D]`. Deciding is then array
-arithmetic over `[N, M, P]`; nothing on this path loops over heads or models in Python.
+float32 product `E @ W.T` where `W` stacks quality and token heads `[2*M*P, D]` (float32 like the
+release's Ridge heads; the rest of the arithmetic is float64). Deciding is then array arithmetic
+over `[N, M, P]`; nothing on this path loops over heads or models in Python. A decision's ranked
+candidate list is built only when someone reads it, so `decide` costs one GEMV and an arg-max.
 
 Head options in the manifest (all default to the release's behaviour):
 - `quality_link`: `"clip"` (clip to [0, 1]) or `"sigmoid"`;
@@ -13,8 +15,9 @@ Head options in the manifest (all default to the release's behaviour):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -56,15 +59,60 @@ class Candidate:
         }
 
 
+class RankedCandidates(Sequence[Candidate]):
+    """A decision's feasible candidates, best first, built on first access and then cached.
+
+    Building ~180 `Candidate`s costs several times the scoring itself, and most requests only
+    need the chosen one. Compares equal to a tuple or sequence with the same candidates.
+    """
+
+    __slots__ = ("_build", "_items")
+
+    def __init__(self, build: Callable[[], tuple[Candidate, ...]]) -> None:
+        self._build: Callable[[], tuple[Candidate, ...]] | None = build
+        self._items: tuple[Candidate, ...] = ()
+
+    def _get(self) -> tuple[Candidate, ...]:
+        if self._build is not None:
+            self._items = self._build()
+            self._build = None
+        return self._items
+
+    @overload
+    def __getitem__(self, index: int) -> Candidate: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Candidate, ...]: ...
+    def __getitem__(self, index: int | slice) -> Candidate | tuple[Candidate, ...]:
+        return self._get()[index]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __iter__(self) -> Iterator[Candidate]:
+        return iter(self._get())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return self._get() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._get())
+
+    def __repr__(self) -> str:
+        return f"RankedCandidates({self._get()!r})"
+
+
 @dataclass(frozen=True)
 class Decision:
-    """The pick for one query; `candidates` are all feasible ones ranked by utility."""
+    """The pick for one query; `candidates` are all feasible ones ranked by utility (best
+    first, ties in model then policy order); a tuple or a lazily built `RankedCandidates`."""
 
     chosen: Candidate
     policy: Policy
     lambda_: float
     input_tokens: int
-    candidates: tuple[Candidate, ...]
+    candidates: Sequence[Candidate]
 
     @property
     def model(self) -> str:
@@ -93,7 +141,10 @@ class Scores:
 
 
 def check_lambda(lambda_: float) -> float:
-    value = float(lambda_)
+    try:
+        value = float(lambda_)
+    except (TypeError, ValueError):
+        raise InvalidInputError("lambda must be a number in [0, 1]", param="lambda") from None
     if not np.isfinite(value) or not 0.0 <= value <= 1.0:
         raise InvalidInputError("lambda must be a number in [0, 1]", param="lambda")
     return value
@@ -116,12 +167,16 @@ class Scorer:
         a = ckpt.arrays
         if ckpt.head_kind == "linear":
             # One [2*M*P, D] matrix: a single GEMM scores every head of every model.
-            self._w = np.concatenate(
+            self._w = np.ascontiguousarray(np.concatenate(
                 [a["quality_coef"].reshape(m * p, d), a["tokens_coef"].reshape(m * p, d)]
-            ).astype(np.float64).T.copy()
+            ).astype(np.float32).T)
             self._b = np.concatenate(
                 [a["quality_intercept"].reshape(-1), a["tokens_intercept"].reshape(-1)]
-            ).astype(np.float64)
+            ).astype(np.float32)
+        else:
+            # Converted once here, not on every call.
+            self._layers = {t: self._mlp_layers(t) for t in ("quality", "tokens")}
+        self._model_index = {name: i for i, name in enumerate(self.models)}
         self._in_price = np.array([x.input_price_per_million for x in ckpt.models]) / 1e6
         self._out_price = np.array([x.output_price_per_million for x in ckpt.models]) / 1e6
         self._fixed_tokens = np.array(
@@ -135,30 +190,37 @@ class Scorer:
             [pol.budget or pol.max_tokens or 0 for pol in ckpt.policies], dtype=np.float64)
         self._labels = [pol.label for pol in ckpt.policies]
 
+    def _mlp_layers(self, target: str) -> list[tuple[F64, F64]]:
+        a = self.ckpt.arrays
+        count = sum(1 for k in a if k.startswith(f"{target}_w"))
+        return [(a[f"{target}_w{i}"].astype(np.float64),
+                 a[f"{target}_b{i}"].astype(np.float64)[:, None, :]) for i in range(count)]
+
     # -- prediction -------------------------------------------------------------------------
-    def _raw(self, emb: F64) -> tuple[F64, F64]:
+    def _raw(self, emb: npt.NDArray[np.floating[Any]]) -> tuple[F64, F64]:
         n = emb.shape[0]
         m, p = self.shape
         if self.ckpt.head_kind == "linear":
-            out = emb @ self._w + self._b
+            x = emb if emb.dtype == np.float32 else emb.astype(np.float32)
+            out = (x @ self._w + self._b).astype(np.float64)
             return out[:, : m * p].reshape(n, m, p), out[:, m * p:].reshape(n, m, p)
-        return self._mlp(emb, "quality"), self._mlp(emb, "tokens")
+        emb64 = np.asarray(emb, dtype=np.float64)
+        return self._mlp(emb64, "quality"), self._mlp(emb64, "tokens")
 
     def _mlp(self, emb: F64, target: str) -> F64:
-        a = self.ckpt.arrays
+        layers = self._layers[target]
         n = emb.shape[0]
-        layers = sum(1 for k in a if k.startswith(f"{target}_w"))
-        h = np.broadcast_to(emb, (a[f"{target}_w0"].shape[0], *emb.shape))  # [K, N, D]
-        for i in range(layers):
-            h = np.matmul(h, a[f"{target}_w{i}"].astype(np.float64)) + a[f"{target}_b{i}"][:, None, :]
-            if i < layers - 1:
+        h = np.broadcast_to(emb, (layers[0][0].shape[0], *emb.shape))  # [K, N, D]
+        for i, (w, b) in enumerate(layers):
+            h = np.matmul(h, w) + b
+            if i < len(layers) - 1:
                 h = np.maximum(h, 0.0)
         m, p = self.shape
         return np.asarray(h[:, :, 0].T.reshape(n, m, p), dtype=np.float64)
 
     def predict(self, embeddings: npt.ArrayLike, input_tokens: npt.ArrayLike) -> Scores:
-        emb = self.validate_embeddings(embeddings)
-        tok_in = np.broadcast_to(np.asarray(input_tokens, dtype=np.float64), (emb.shape[0],))
+        emb = self._checked(embeddings)
+        tok_in = self._input_tokens(input_tokens, emb.shape[0])
         q_raw, t_raw = self._raw(emb)
         if self.quality_link == "sigmoid":
             quality = 1.0 / (1.0 + np.exp(-q_raw))
@@ -175,7 +237,16 @@ class Scorer:
         return Scores(quality, tokens, cost)
 
     def validate_embeddings(self, embeddings: npt.ArrayLike) -> F64:
-        emb = np.asarray(embeddings, dtype=np.float64)
+        return np.asarray(self._checked(embeddings), dtype=np.float64)
+
+    def _checked(self, embeddings: npt.ArrayLike) -> npt.NDArray[np.floating[Any]]:
+        """`[N, D]` float32 (kept as given) or float64, finite; 1-d input is one row."""
+        emb = np.asarray(embeddings)
+        if emb.dtype != np.float32:
+            try:
+                emb = emb.astype(np.float64)
+            except (TypeError, ValueError):
+                raise InvalidInputError("embeddings must be numbers", param="embeddings") from None
         if emb.ndim == 1:
             emb = emb[None, :]
         if emb.ndim != 2 or emb.shape[1] != self.dim:
@@ -186,22 +257,38 @@ class Scorer:
             raise InvalidInputError("embeddings contain NaN or infinity", param="embeddings")
         return emb
 
+    @staticmethod
+    def _input_tokens(input_tokens: npt.ArrayLike, n: int) -> F64:
+        try:
+            tok = np.asarray(input_tokens, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            tok = np.empty(0)
+        if tok.size == 1 and n != 1:
+            tok = np.full(n, tok[0])
+        if tok.size != n:
+            raise InvalidInputError(f"input_tokens must be one number or {n} numbers",
+                                    param="input_tokens")
+        if not np.all(np.isfinite(tok)) or np.any(tok < 0):
+            raise InvalidInputError("input_tokens must be finite and >= 0", param="input_tokens")
+        return tok
+
     # -- decision ---------------------------------------------------------------------------
     def feasible_mask(self, scores: Scores, constraints: Constraints) -> npt.NDArray[np.bool_]:
         m, p = self.shape
         mask = np.ones((m, p), dtype=bool)
         if constraints.allowed_models is not None:
-            unknown = [x for x in constraints.allowed_models if x not in self.models]
+            unknown = [x for x in constraints.allowed_models if x not in self._model_index]
             if unknown:
                 raise UnknownModelError(f"unknown model in allowed list: {unknown[0]!r}",
                                         param="models")
-            mask &= np.isin(np.array(self.models), constraints.allowed_models)[:, None]
+            allowed = np.zeros(m, dtype=bool)
+            allowed[[self._model_index[x] for x in constraints.allowed_models]] = True
+            mask &= allowed[:, None]
         if constraints.max_budget is not None:
             mask &= (self._policy_limit <= constraints.max_budget)[None, :]
-        full = np.broadcast_to(mask, scores.cost.shape)
         if constraints.max_cost_usd is not None:
-            full = full & (scores.cost <= constraints.max_cost_usd)
-        return full
+            return mask & (scores.cost <= constraints.max_cost_usd)
+        return np.repeat(mask[None], scores.cost.shape[0], axis=0)
 
     def utilities(self, scores: Scores, lambda_: float) -> F64:
         lam = check_lambda(lambda_)
@@ -210,13 +297,20 @@ class Scorer:
     def pick(self, embeddings: npt.ArrayLike, input_tokens: npt.ArrayLike, lambda_: float,
              constraints: Constraints = Constraints()) -> tuple[npt.NDArray[np.intp], Scores, F64]:
         """Batch arg-max: flat index `m*P + p` per row, -1 where nothing is feasible."""
+        idx, scores, util, _ = self._pick(embeddings, input_tokens, lambda_, constraints)
+        return idx, scores, util
+
+    def _pick(self, embeddings: npt.ArrayLike, input_tokens: npt.ArrayLike, lambda_: float,
+              constraints: Constraints,
+              ) -> tuple[npt.NDArray[np.intp], Scores, F64, npt.NDArray[np.bool_]]:
+        lam = check_lambda(lambda_)
         scores = self.predict(embeddings, input_tokens)
-        util = self.utilities(scores, lambda_)
+        util = self.utilities(scores, lam)
         mask = self.feasible_mask(scores, constraints)
         masked = np.where(mask, util, -np.inf).reshape(util.shape[0], -1)
         idx = np.argmax(masked, axis=1)  # first maximum: model order, then policy order
         idx[~np.isfinite(masked[np.arange(masked.shape[0]), idx])] = -1
-        return idx, scores, util
+        return idx, scores, util, mask
 
     def candidate(self, scores: Scores, util: F64, row: int, flat: int) -> Candidate:
         mi, pi = divmod(int(flat), self.shape[1])
@@ -224,18 +318,31 @@ class Scorer:
                          float(scores.tokens[row, mi, pi]), float(scores.cost[row, mi, pi]),
                          float(util[row, mi, pi]))
 
+    def ranked(self, scores: Scores, util: F64, mask: npt.NDArray[np.bool_],
+               row: int) -> tuple[Candidate, ...]:
+        """Feasible candidates of `row`, best utility first, ties in flat (model, policy) order."""
+        flat_util = util[row].reshape(-1)
+        order = np.argsort(-flat_util, kind="stable")
+        order = order[mask[row].reshape(-1)[order]]
+        p = self.shape[1]
+        q, t, c = (x[row].reshape(-1)[order].tolist()
+                   for x in (scores.quality, scores.tokens, scores.cost))
+        u = flat_util[order].tolist()
+        return tuple(Candidate(self.models[i // p], self._labels[i % p], q[k], t[k], c[k], u[k])
+                     for k, i in enumerate(order.tolist()))
+
     def decide(self, embedding: npt.ArrayLike, input_tokens: int, lambda_: float,
                constraints: Constraints = Constraints()) -> Decision:
-        idx, scores, util = self.pick(embedding, [input_tokens], lambda_, constraints)
+        idx, scores, util, mask = self._pick(embedding, [input_tokens], lambda_, constraints)
+        if scores.quality.shape[0] != 1:
+            raise InvalidInputError("decide() takes one embedding; use pick() for a batch",
+                                    param="embeddings")
         if idx[0] < 0:
             raise NoFeasibleCandidateError("no (model, budget) satisfies the constraints")
-        mask = self.feasible_mask(scores, constraints)[0].reshape(-1)
-        flat_util = util[0].reshape(-1)
-        order = [int(i) for i in np.argsort(-flat_util, kind="stable") if mask[i]]
-        cands = tuple(self.candidate(scores, util, 0, i) for i in order)
-        chosen = self.candidate(scores, util, 0, int(idx[0]))
-        return Decision(chosen, self.policies[int(idx[0]) % self.shape[1]], float(lambda_),
-                        int(input_tokens), cands)
+        flat = int(idx[0])
+        cands = RankedCandidates(lambda: self.ranked(scores, util, mask, 0))
+        return Decision(self.candidate(scores, util, 0, flat), self.policies[flat % self.shape[1]],
+                        float(lambda_), int(input_tokens), cands)
 
     def policy_for(self, budget: int | str) -> Policy:
         for pol in self.policies:

@@ -1,0 +1,86 @@
+"""Banks of Ridge heads: one linear head per target, alpha chosen per target by cross-validation.
+
+`fit_ridge_bank` fits `Y[:, k] ~ X` for every column k with scikit-learn's `RidgeCV`
+(efficient leave-one-out over an alpha grid, one alpha per target); columns with missing
+values (NaN: a query lacking that arm) are fitted on their own rows. `fit_shared_bank` is the
+hierarchical variant for an `[N, M, P]` target: a head for the mean over all arms, one for
+each model's deviation from it and one for each arm's deviation from its model, each level
+with its own cross-validated alpha. Summed, every arm is still one linear head, so the
+checkpoint and the request path do not change; the point is that the arm-level deviations,
+which decide between output-length policies, are shrunk separately from what arms share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 4, 22))
+
+
+@dataclass
+class LinearBank:
+    """`coef_` `[K, D]`, `intercept_` `[K]`, `alpha_` `[K]` (NaN where not fitted by CV)."""
+
+    coef_: F64
+    intercept_: F64
+    alpha_: F64
+
+    def predict(self, x: F64) -> F64:
+        return np.asarray(x @ self.coef_.T + self.intercept_, dtype=np.float64)
+
+
+def fit_ridge_bank(x: F64, y: F64, alphas: tuple[float, ...] = DEFAULT_ALPHAS) -> LinearBank:
+    """One Ridge head per column of `y` `[N, K]`; NaN targets are left out of that column."""
+    from sklearn.linear_model import RidgeCV
+
+    y = y.reshape(y.shape[0], -1)
+    k, d = y.shape[1], x.shape[1]
+    coef, intercept, alpha = np.zeros((k, d)), np.zeros(k), np.full(k, np.nan)
+    observed = ~np.isnan(y)
+    patterns: dict[bytes, list[int]] = {}
+    for j in range(k):
+        patterns.setdefault(np.packbits(observed[:, j]).tobytes(), []).append(j)
+    for cols in patterns.values():
+        rows = observed[:, cols[0]]
+        if rows.sum() == 0:
+            continue
+        if rows.sum() < 3:  # too few rows to cross-validate: the mean is the honest head
+            intercept[cols] = np.nanmean(y[rows][:, cols], axis=0)
+            continue
+        model = RidgeCV(alphas=alphas, alpha_per_target=True, fit_intercept=True)
+        model.fit(x[rows], y[rows][:, cols])
+        coef[cols] = np.asarray(model.coef_).reshape(len(cols), d)
+        intercept[cols] = np.asarray(model.intercept_).reshape(len(cols))
+        alpha[cols] = np.asarray(model.alpha_).reshape(len(cols))
+    return LinearBank(coef, intercept, alpha)
+
+
+def fit_shared_bank(x: F64, y: F64, alphas: tuple[float, ...] = DEFAULT_ALPHAS) -> LinearBank:
+    """Hierarchical heads for `y` `[N, M, P]`: global mean + model deviation + arm deviation.
+
+    The levels are fitted on the per-query means `g = mean(y)`, `m = mean_p(y) - g` and
+    `a = y - mean_p(y)`; NaN (missing arms) are skipped in the means and left out of the arm
+    level. Returns a bank of `M*P` heads in model-major order.
+    """
+    n, m, p = y.shape
+    with np.errstate(invalid="ignore"):
+        per_model = np.nanmean(y, axis=2)  # [N, M]
+        overall = np.nanmean(per_model, axis=1)  # [N]
+    g = fit_ridge_bank(x, overall[:, None])
+    dev_model = fit_ridge_bank(x, per_model - overall[:, None]) if m > 1 else None
+    dev_arm = fit_ridge_bank(x, (y - per_model[:, :, None]).reshape(n, m * p)) if p > 1 else None
+    coef = np.repeat(g.coef_, m * p, axis=0)
+    intercept = np.repeat(g.intercept_, m * p)
+    if dev_model is not None:
+        coef += np.repeat(dev_model.coef_, p, axis=0)
+        intercept += np.repeat(dev_model.intercept_, p)
+    alpha = np.full(m * p, np.nan)
+    if dev_arm is not None:
+        coef += dev_arm.coef_
+        intercept += dev_arm.intercept_
+        alpha = dev_arm.alpha_
+    return LinearBank(coef, intercept, alpha)

@@ -1,0 +1,81 @@
+"""Fixtures: the provider stand-in, a gateway on a real port, the real OpenAI SDK as client."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import gateway_settings, tiny_checkpoint  # noqa: E402
+from standin import ServerThread, StandIn, start_standin  # noqa: E402
+
+SHARED = Path(os.environ.get("R2_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"shared data not found at {SHARED}; set R2_SHARED_DIR")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def _standin_server() -> Iterator[tuple[StandIn, ServerThread]]:
+    state, server = start_standin()
+    yield state, server
+    server.stop()
+
+
+@pytest.fixture
+def standin(_standin_server: tuple[StandIn, ServerThread]) -> Iterator[StandIn]:
+    state = _standin_server[0]
+    state.reset()
+    yield state
+    state.reset()
+
+
+class Gateway:
+    def __init__(self, server: ServerThread, app: Any) -> None:
+        self.server = server
+        self.app = app
+        self.url = f"http://127.0.0.1:{server.port}"
+        self.service = app.state.service
+
+    def client(self, api_key: str = "client-secret", **kwargs: Any) -> Any:
+        import openai
+
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0,
+                             **kwargs)
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path, standin: StandIn) -> Iterator[Callable[..., Gateway]]:
+    """Build and serve a gateway; keyword overrides patch the settings mapping."""
+    from gateway.app import build_app
+    from gateway.config import parse_settings
+
+    started: list[Gateway] = []
+
+    def factory(settings: dict[str, Any] | None = None, ckpt: Path | None = None,
+                **overrides: Any) -> Gateway:
+        if settings is None:
+            ck = ckpt or tiny_checkpoint(tmp_path / f"ckpt{len(started)}")
+            settings = gateway_settings(ck, standin.base_url)
+        settings.update(overrides)
+        app = build_app(parse_settings(settings))
+        gw = Gateway(ServerThread(app).start(), app)
+        started.append(gw)
+        return gw
+
+    yield factory
+    for gw in started:
+        gw.server.stop()
