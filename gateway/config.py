@@ -68,6 +68,21 @@ class ServerSettings(_Strict):
         return [k for k in keys if k.get_secret_value()]
 
 
+class JudgeSettings(_Strict):
+    """The LLM judge `r2 collect` uses for open-ended questions (not used when serving)."""
+
+    deployment: str = Field(min_length=1)
+    prompt: str | None = None
+    max_tokens: int = Field(default=64, gt=0)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_has_slots(cls, prompt: str | None) -> str | None:
+        if prompt is not None and not all(s in prompt for s in ("{question}", "{answer}")):
+            raise ValueError("the judge prompt must contain {question} and {answer}")
+        return prompt
+
+
 class GatewaySettings(_Strict):
     checkpoint: Path
     embedder: dict[str, Any] = Field(default_factory=lambda: {"kind": "local"})
@@ -77,6 +92,7 @@ class GatewaySettings(_Strict):
     deployments: list[Deployment] = Field(min_length=1)
     fallback_deployment: str | None = None
     server: ServerSettings = Field(default_factory=ServerSettings)
+    judge: JudgeSettings | None = None
 
     def deployment(self, name: str) -> Deployment | None:
         return next((d for d in self.deployments if d.name == name), None)
@@ -144,6 +160,8 @@ def parse_settings(raw: dict[str, Any], base_dir: Path | None = None) -> Gateway
         raise ConfigError("deployments: deployment names must be unique")
     if settings.fallback_deployment and settings.fallback_deployment not in names:
         raise ConfigError("fallback_deployment: names no deployment")
+    if settings.judge and settings.judge.deployment not in names:
+        raise ConfigError("judge.deployment: names no deployment")
     ckpt = settings.checkpoint
     if base_dir is not None and not ckpt.is_absolute():
         candidate = (base_dir / ckpt)

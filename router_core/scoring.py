@@ -1,10 +1,12 @@
 """Vectorised scoring of every (model, policy) head and the utility arg-max.
 
 All heads of all models are one matrix: a batch of embeddings `E [N, D]` is scored with a single
-float32 product `E @ W.T` where `W` stacks quality and token heads `[2*M*P, D]` (float32 like the
-release's Ridge heads; the rest of the arithmetic is float64). Deciding is then array arithmetic
-over `[N, M, P]`; nothing on this path loops over heads or models in Python. A decision's ranked
-candidate list is built only when someone reads it, so `decide` costs one GEMV and an arg-max.
+product `E @ W.T` where `W` stacks quality and token heads `[2*M*P, D]`. Deciding is then array
+arithmetic over `[N, M, P]`; nothing on this path loops over heads or models in Python. A
+decision's ranked candidate list is built only when someone reads it, so `decide` costs one GEMV
+and an arg-max. The product is float64 on purpose: float32 would be ~2x faster but its rounding
+(which also differs between batch sizes) moves predictions by ~1e-7, enough to flip the release's
+4-decimal quality on some parity cases.
 
 Head options in the manifest (all default to the release's behaviour):
 - `quality_link`: `"clip"` (clip to [0, 1]) or `"sigmoid"`;
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt
@@ -169,10 +171,10 @@ class Scorer:
             # One [2*M*P, D] matrix: a single GEMM scores every head of every model.
             self._w = np.ascontiguousarray(np.concatenate(
                 [a["quality_coef"].reshape(m * p, d), a["tokens_coef"].reshape(m * p, d)]
-            ).astype(np.float32).T)
+            ).astype(np.float64).T)
             self._b = np.concatenate(
                 [a["quality_intercept"].reshape(-1), a["tokens_intercept"].reshape(-1)]
-            ).astype(np.float32)
+            ).astype(np.float64)
         else:
             # Converted once here, not on every call.
             self._layers = {t: self._mlp_layers(t) for t in ("quality", "tokens")}
@@ -197,15 +199,13 @@ class Scorer:
                  a[f"{target}_b{i}"].astype(np.float64)[:, None, :]) for i in range(count)]
 
     # -- prediction -------------------------------------------------------------------------
-    def _raw(self, emb: npt.NDArray[np.floating[Any]]) -> tuple[F64, F64]:
+    def _raw(self, emb: F64) -> tuple[F64, F64]:
         n = emb.shape[0]
         m, p = self.shape
         if self.ckpt.head_kind == "linear":
-            x = emb if emb.dtype == np.float32 else emb.astype(np.float32)
-            out = (x @ self._w + self._b).astype(np.float64)
+            out = emb @ self._w + self._b
             return out[:, : m * p].reshape(n, m, p), out[:, m * p:].reshape(n, m, p)
-        emb64 = np.asarray(emb, dtype=np.float64)
-        return self._mlp(emb64, "quality"), self._mlp(emb64, "tokens")
+        return self._mlp(emb, "quality"), self._mlp(emb, "tokens")
 
     def _mlp(self, emb: F64, target: str) -> F64:
         layers = self._layers[target]
@@ -219,7 +219,7 @@ class Scorer:
         return np.asarray(h[:, :, 0].T.reshape(n, m, p), dtype=np.float64)
 
     def predict(self, embeddings: npt.ArrayLike, input_tokens: npt.ArrayLike) -> Scores:
-        emb = self._checked(embeddings)
+        emb = self.validate_embeddings(embeddings)
         tok_in = self._input_tokens(input_tokens, emb.shape[0])
         q_raw, t_raw = self._raw(emb)
         if self.quality_link == "sigmoid":
@@ -237,16 +237,11 @@ class Scorer:
         return Scores(quality, tokens, cost)
 
     def validate_embeddings(self, embeddings: npt.ArrayLike) -> F64:
-        return np.asarray(self._checked(embeddings), dtype=np.float64)
-
-    def _checked(self, embeddings: npt.ArrayLike) -> npt.NDArray[np.floating[Any]]:
-        """`[N, D]` float32 (kept as given) or float64, finite; 1-d input is one row."""
-        emb = np.asarray(embeddings)
-        if emb.dtype != np.float32:
-            try:
-                emb = emb.astype(np.float64)
-            except (TypeError, ValueError):
-                raise InvalidInputError("embeddings must be numbers", param="embeddings") from None
+        """`[N, D]` float64, finite; a 1-d input is one row."""
+        try:
+            emb = np.asarray(embeddings, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInputError("embeddings must be numbers", param="embeddings") from None
         if emb.ndim == 1:
             emb = emb[None, :]
         if emb.ndim != 2 or emb.shape[1] != self.dim:

@@ -79,3 +79,12 @@ def make_gateway(tmp_path: Path, standin: StandIn) -> Iterator[Callable[..., Gat
     yield factory
     for gw in started:
         gw.server.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_base_url() -> Iterator[str]:
+    """Base URL (`.../v1`) of a real llama.cpp server with gemma-3-270m, shared by the session."""
+    from llama import llama_server
+
+    with llama_server() as base:
+        yield base

@@ -4,6 +4,9 @@ It records exactly what it received (headers and JSON body) and can be told, per
 model name, to answer normally, fail with a status (and `Retry-After`), stall, answer slowly,
 or break a stream after some chunks. It speaks the real wire protocol (JSON and SSE), so the
 gateway's LiteLLM client cannot tell it from a provider.
+
+`active` counts requests being worked on and `cancelled` those whose client (the gateway) went
+away first: a stall watches for the disconnect, as a real provider would stop generating.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ class Behaviour:
     break_after_chunks: int | None = None
     text: str = "Hello from the stand-in."
     finish_reason: str = "stop"
+    #: Pause between stream chunks; `None` means `delay_s / 10`.
+    chunk_delay_s: float | None = None
+    #: Error message; `{authorization}` is replaced by the Authorization header received, as
+    #: providers that quote the rejected key do.
+    message: str | None = None
 
 
 @dataclass
@@ -53,6 +61,7 @@ class StandIn:
         self.behaviours.clear()
         self.default = Behaviour()
         self.received.clear()
+        self.cancelled = 0
 
 
 def _completion(model: str, b: Behaviour, max_tokens: int | None) -> dict[str, Any]:
@@ -80,12 +89,15 @@ def build_app(state: StandIn) -> Starlette:
         b = state.behaviour(model)
         state.active += 1
         try:
-            if b.delay_s:
-                await asyncio.sleep(b.delay_s)
+            if b.delay_s and await _disconnected_within(request, b.delay_s):
+                state.cancelled += 1
+                return Response(status_code=499)
             if b.status != 200:
                 headers = {"Retry-After": b.retry_after} if b.retry_after else None
-                return JSONResponse({"error": {"message": f"stand-in error {b.status}",
-                                               "type": "error", "param": None, "code": None}},
+                message = (b.message or f"stand-in error {b.status}").replace(
+                    "{authorization}", request.headers.get("authorization", ""))
+                return JSONResponse({"error": {"message": message, "type": "error",
+                                               "param": None, "code": None}},
                                     status_code=b.status, headers=headers)
             cap = body.get("max_tokens") or body.get("max_completion_tokens")
             if body.get("stream"):
@@ -105,6 +117,19 @@ def build_app(state: StandIn) -> Starlette:
                              Route("/v1/models", models)])
 
 
+async def _disconnected_within(request: Request, seconds: float) -> bool:
+    """Wait `seconds`, returning early (True) if the client disconnects meanwhile."""
+    async def disconnect() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    try:
+        await asyncio.wait_for(disconnect(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
 async def _stream(state: StandIn, model: str, b: Behaviour, cap: int | None,
                   body: dict[str, Any]) -> Any:
     full = _completion(model, b, cap)
@@ -119,7 +144,8 @@ async def _stream(state: StandIn, model: str, b: Behaviour, cap: int | None,
         for i, word in enumerate(words):
             if b.break_after_chunks is not None and i >= b.break_after_chunks:
                 raise RuntimeError("stand-in broke the stream")
-            await asyncio.sleep(b.delay_s / 10 if b.delay_s else 0)
+            pause = b.chunk_delay_s if b.chunk_delay_s is not None else b.delay_s / 10
+            await asyncio.sleep(pause)
             yield "data: " + json.dumps({**base, "choices": [
                 {"index": 0, "delta": {"content": (" " if i else "") + word},
                  "finish_reason": None}]}) + "\n\n"
@@ -160,6 +186,11 @@ class ServerThread:
                 raise RuntimeError("server did not start")
             time.sleep(0.02)
         return self
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The server's event loop, for inspecting it from a test (`run_coroutine_threadsafe`)."""
+        return self.server.servers[0].get_loop()  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         self.server.should_exit = True

@@ -12,6 +12,7 @@ which decide between output-length policies, are shrunk separately from what arm
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +68,8 @@ def fit_shared_bank(x: F64, y: F64, alphas: tuple[float, ...] = DEFAULT_ALPHAS) 
     level. Returns a bank of `M*P` heads in model-major order.
     """
     n, m, p = y.shape
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():  # a query lacking all of a model's arms gives NaN: wanted
+        warnings.simplefilter("ignore", RuntimeWarning)
         per_model = np.nanmean(y, axis=2)  # [N, M]
         overall = np.nanmean(per_model, axis=1)  # [N]
     g = fit_ridge_bank(x, overall[:, None])

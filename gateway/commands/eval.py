@@ -1,0 +1,54 @@
+"""`r2 eval`: quality-cost curves and AUDC / QNC / peak of a checkpoint on the test split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eval", help="evaluate a checkpoint on outcome data (test split)",
+        description="Sweep lambda and compare r2, point, oracle, random and best-single "
+                    "routers by AUDC, QNC and peak quality (definitions in docs/training.md).")
+    p.add_argument("data", nargs="+", metavar="DATA", help="outcome files with .meta.json")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint directory")
+    p.add_argument("--point-policy", metavar="NAME",
+                   help="policy of the point router (default: best mean train quality)")
+    p.add_argument("--json", metavar="OUT", help="write metrics and curves as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="draw the curves (matplotlib)")
+    p.add_argument("--embedder", metavar="NAME",
+                   help="embedder kind or JSON config (default: the one the checkpoint was "
+                        "trained with)")
+    p.add_argument("--split", default="test", choices=("test", "train"),
+                   help="split to evaluate (default test)")
+    p.add_argument("--cache-dir", metavar="DIR", help="embedding cache directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from router_core import load_checkpoint, make_embedder
+    from router_core.training import embedder_config, evaluate, format_table, plot_report
+
+    ckpt = load_checkpoint(args.checkpoint)
+    cfg = (embedder_config(args.embedder) if args.embedder
+           else ckpt.provenance.get("embedder_config") or {"kind": "local"})
+    embedder = make_embedder(cfg)
+    try:
+        ckpt = load_checkpoint(args.checkpoint, expected_embedder=(embedder.id, embedder.dim))
+        report = evaluate(args.data, ckpt, embedder, args.point_policy, args.cache_dir,
+                          split=args.split, progress=not args.no_progress)
+    finally:
+        embedder.close()
+    title = ", ".join(Path(d).name.split(".")[0] for d in args.data)
+    print(format_table(report, title))
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    if args.plot:
+        plot_report(report, args.plot, title)
+    return 0

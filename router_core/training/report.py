@@ -1,0 +1,45 @@
+"""Text renderings of an evaluation: the terminal table and a Markdown table for docs."""
+
+from __future__ import annotations
+
+import math
+
+from .evaluate import ROUTERS, EvalReport
+
+
+def _num(value: float, digits: int = 4) -> str:
+    return "inf" if math.isinf(value) else f"{value:.{digits}f}"
+
+
+def format_table(report: EvalReport, title: str = "") -> str:
+    info = report.info
+    arms = report.arms
+    best = arms.best
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append(f"{info.get('split', 'test')} queries: {info.get('queries', '?')} "
+                 f"({info.get('queries_missing_arms', 0)} lacking some arms left out); "
+                 f"point policy: {info.get('point_policy', '?')}")
+    lines.append(f"{'router':<12} {'AUDC':>7} {'QNC':>7} {'peak':>7}")
+    for name in ROUTERS:
+        if name in report.routers:
+            r = report.routers[name]
+            lines.append(f"{name:<12} {_num(r.audc):>7} {_num(r.qnc, 3):>7} {_num(r.peak):>7}")
+    lines.append(f"best single arm: {arms.labels[best]} (quality {arms.mean_quality[best]:.4f}, "
+                 f"cost ${arms.mean_cost[best]:.6f}); cost range ${report.c_lo:.6f} .. "
+                 f"${report.c_hi:.6f}")
+    at = info.get("default_lambda")
+    if isinstance(at, dict):
+        lines.append(f"r2 at lambda {at['lambda']}: quality {at['quality']:.4f}, "
+                     f"cost ${at['cost']:.6f}")
+    return "\n".join(lines)
+
+
+def markdown_table(report: EvalReport) -> str:
+    rows = ["| router | AUDC | QNC | peak |", "| --- | --- | --- | --- |"]
+    for name in ROUTERS:
+        if name in report.routers:
+            r = report.routers[name]
+            rows.append(f"| {name} | {_num(r.audc)} | {_num(r.qnc, 3)} | {_num(r.peak)} |")
+    return "\n".join(rows)
