@@ -95,7 +95,7 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
             validate_chat_body(body)
             response = await handler(request, body, svc)
         except Exception as exc:  # noqa: BLE001 - every failure leaves through the table
-            err = to_api_error(exc)
+            err = to_api_error(exc, svc.secrets)
             if err.status >= 500 and not isinstance(exc, APIError):
                 log.warning("request failed: status=%s code=%s error=%s", err.status, err.code,
                             type(exc).__name__)
@@ -147,7 +147,7 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
 
 def _register_errors(app: FastAPI, svc: Service) -> None:
     async def api_error(request: Request, exc: Exception) -> Response:
-        err = to_api_error(exc)
+        err = to_api_error(exc, svc.secrets)
         if err.status >= 500:
             log.warning("request failed: status=%s code=%s path=%s", err.status, err.code,
                         request.url.path)

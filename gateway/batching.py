@@ -56,7 +56,9 @@ class MicroBatcher:
         self._queue.append((truncate(text, self.embedder.max_chars), fut))
         self._wakeup.set()
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
+            # No shield: a waiter that times out or is cancelled (client gone) cancels its
+            # future, so the batcher skips the text instead of embedding it for nobody.
+            return await asyncio.wait_for(fut, self.timeout_s)
         except TimeoutError:
             raise EmbedderUnavailableError("embedding timed out") from None
 

@@ -5,6 +5,9 @@ Flow for `r2-auto`: validate -> embed (micro-batched, off the loop) -> decide ->
 connection) before any byte reached the client falls back to the best candidate on another
 model (`x-r2-fallback`). A failure after a stream started ends it with an SSE error event and
 `data: [DONE]`. Client disconnects cancel the upstream call.
+
+`server.request_timeout_s` bounds the whole wait for the answer (for a stream, its first
+chunk), fallbacks included; a deployment's `timeout_s` bounds one attempt on it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
@@ -32,6 +36,8 @@ log = logging.getLogger("r2.gateway")
 T = TypeVar("T")
 R2_AUTO = "r2-auto"
 RETRYABLE = {500, 502, 503, 504}
+#: A client's `x-request-id` is echoed and logged only if it looks like an id.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 @dataclass
@@ -87,7 +93,8 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
 
 
 async def handle_chat(request: Request, body: dict[str, Any], svc: Service) -> Response:
-    request_id = request.headers.get("x-request-id") or f"r2-{uuid.uuid4().hex[:16]}"
+    given = request.headers.get("x-request-id", "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else f"r2-{uuid.uuid4().hex[:16]}"
     model = body["model"]
     start = time.perf_counter()
     if model == R2_AUTO:
@@ -145,24 +152,27 @@ def _next_candidate(svc: Service, outcome: Outcome, failed: set[str]) -> Decisio
 async def _forward(request: Request, body: dict[str, Any], svc: Service, outcome: Outcome,
                    original: dict[str, Any]) -> Response:
     failed: set[str] = set()
+    deadline = time.monotonic() + svc.settings.server.request_timeout_s
     while True:
         name = body["model"]
         start = time.perf_counter()
+        remaining = deadline - time.monotonic()
         try:
             if body.get("stream"):
-                return await _open_stream(request, body, svc, outcome)
-            result = await until_disconnect(request, svc.upstream.complete(body))
+                return await _open_stream(request, body, svc, outcome, remaining)
+            result = await until_disconnect(
+                request, asyncio.wait_for(svc.upstream.complete(body), remaining))
         except APIError:
             raise
         except Exception as exc:  # noqa: BLE001 - mapped through the one error table
-            err = to_api_error(exc)
+            err = to_api_error(exc, svc.secrets)
             svc.metrics.upstream_errors.labels(name, str(err.status)).inc()
             if err.status not in RETRYABLE:
                 raise err from None
             svc.upstream.cooldowns.failure(name)
             failed.add(name)
             nxt = _next_candidate(svc, outcome, failed)
-            if nxt is None:
+            if nxt is None or time.monotonic() >= deadline:
                 raise err from None
             svc.metrics.fallbacks.labels("upstream-error").inc()
             outcome.decision, outcome.deployment = nxt, nxt.model
@@ -203,16 +213,21 @@ def _observe_usage(svc: Service, outcome: Outcome, data: dict[str, Any]) -> None
 
 
 async def _open_stream(request: Request, body: dict[str, Any], svc: Service,
-                       outcome: Outcome) -> Response:
+                       outcome: Outcome, remaining: float) -> Response:
     """Get the first chunk under the timeout (errors so far are ordinary HTTP errors)."""
     name = body["model"]
     timeout = svc.upstream.timeout_for(name)
 
     async def first() -> tuple[AsyncIterator[Any], Any]:
         iterator = await svc.upstream.stream(body)
-        return iterator, await anext(iterator)
+        try:
+            return iterator, await anext(iterator)
+        except BaseException:  # cancelled or timed out too: release the connection now
+            await _close(iterator)
+            raise
 
-    iterator, head = await until_disconnect(request, asyncio.wait_for(first(), timeout + 0.5))
+    iterator, head = await until_disconnect(
+        request, asyncio.wait_for(first(), min(timeout + 0.5, remaining)))
     svc.upstream.cooldowns.success(name)
     return StreamingResponse(_sse(iterator, head, svc, outcome, timeout),
                              media_type="text/event-stream",
@@ -240,18 +255,22 @@ async def _sse(iterator: AsyncIterator[Any], head: Any, svc: Service, outcome: O
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - the stream already started: report in-band
-        err = to_api_error(exc)
+        err = to_api_error(exc, svc.secrets)
         svc.metrics.upstream_errors.labels(outcome.deployment, str(err.status)).inc()
         log.warning("stream %s failed after start: %s", outcome.request_id, err.code)
         yield f"data: {json.dumps(err.body())}\n\n"
     finally:
-        closer = getattr(iterator, "aclose", None)
-        if closer is not None:
-            try:
-                await closer()
-            except Exception:  # noqa: BLE001 - best effort on an already failed stream
-                pass
+        await _close(iterator)
     yield "data: [DONE]\n\n"
+
+
+async def _close(iterator: AsyncIterator[Any]) -> None:
+    closer = getattr(iterator, "aclose", None)
+    if closer is not None:
+        try:
+            await closer()
+        except Exception:  # noqa: BLE001 - best effort on an already failed stream
+            pass
 
 
 def _log(outcome: Outcome, start: float) -> None:

@@ -85,6 +85,8 @@ class JudgeSettings(_Strict):
 
 class GatewaySettings(_Strict):
     checkpoint: Path
+    #: Pins the checkpoint: sha256 of its manifest.json (which holds the arrays' sha256s).
+    checkpoint_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     embedder: dict[str, Any] = Field(default_factory=lambda: {"kind": "local"})
     default_lambda: float = Field(default=0.99999, ge=0, le=1)
     budget_instruction: str = DEFAULT_BUDGET_INSTRUCTION

@@ -6,12 +6,19 @@
 maps every exception class the gateway can meet (core errors, LiteLLM's provider errors,
 timeouts) to one; anything unknown becomes a 500 whose message says nothing about internals.
 Messages never echo request content or provider keys.
+
+Upstream statuses keep their class, as the OpenAI SDK sees it: a 4xx the provider gave for the
+request (400, 404, 409, 413, 422, ...) is the same 4xx, 429 stays 429 with its `Retry-After`,
+5xx become 502/503/504. The exception is 401/403: the provider refused the *gateway's* key, which
+the client can neither see nor fix, so it is a 502 (and, being a deployment fault, makes the
+gateway route around that deployment) rather than telling the client its own key is wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -24,6 +31,8 @@ from router_core import (
     R2Error,
     UnknownModelError,
 )
+
+from .redaction import mask_secrets
 
 
 class APIError(Exception):
@@ -51,11 +60,26 @@ def bad_request(message: str, param: str | None = None, code: str = "invalid_val
 
 
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|api[_-]?key\S*)", re.IGNORECASE)
+#: LiteLLM wraps the provider's message: `litellm.XError: XError: OpenAIException - <message>
+#: ... LiteLLM: model group 'x' failed ...`. Only the provider's words are useful to a client.
+_LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?")
+_LITELLM_SUFFIX = re.compile(r"\s*(LiteLLM:|Received Model Group=|LiteLLM Retried:).*$", re.DOTALL)
 
 
-def scrub(text: str, limit: int = 300) -> str:
-    """Provider messages may quote keys or URLs with keys: cut and mask them."""
-    return _KEYLIKE.sub("[redacted]", text)[:limit]
+def scrub(text: str, limit: int = 300, secrets: Iterable[str] = ()) -> str:
+    """Provider messages may quote keys or URLs with keys: cut and mask them.
+
+    `secrets` (the configured keys) are masked whatever their shape; the pattern catches
+    the usual key shapes of keys the gateway does not know.
+    """
+    return _KEYLIKE.sub("[redacted]", mask_secrets(text, secrets))[:limit]
+
+
+def provider_message(exc: BaseException) -> str:
+    """The provider's own words from a LiteLLM exception, without LiteLLM's wrapping."""
+    text = str(getattr(exc, "message", "") or "")
+    text = _LITELLM_SUFFIX.sub("", _LITELLM_PREFIX.sub("", text.strip()))
+    return text or "upstream error"
 
 
 def _upstream_status(exc: Exception) -> int | None:
@@ -63,8 +87,11 @@ def _upstream_status(exc: Exception) -> int | None:
     return status if isinstance(status, int) else None
 
 
-def to_api_error(exc: BaseException) -> APIError:
-    """Map any exception to the envelope and status the client should see."""
+def to_api_error(exc: BaseException, secrets: Iterable[str] = ()) -> APIError:
+    """Map any exception to the envelope and status the client should see.
+
+    `secrets` are masked in any message taken from the exception (provider keys).
+    """
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, UnknownModelError):
@@ -80,13 +107,13 @@ def to_api_error(exc: BaseException) -> APIError:
         return APIError(500, "routing failed", "server_error", None, "routing_error")
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return APIError(504, "upstream timed out", "timeout", None, "upstream_timeout")
-    return _litellm_error(exc)
+    return _litellm_error(exc, tuple(secrets))
 
 
-def _litellm_error(exc: BaseException) -> APIError:
+def _litellm_error(exc: BaseException, secrets: tuple[str, ...]) -> APIError:
     name = type(exc).__name__
     status = _upstream_status(exc) if isinstance(exc, Exception) else None
-    message = scrub(str(getattr(exc, "message", "") or "upstream error"))
+    message = scrub(provider_message(exc), secrets=secrets)
     if name == "Timeout" or status == 408:
         return APIError(504, "upstream timed out", "timeout", None, "upstream_timeout")
     if name in ("APIConnectionError",) or status is None and name.endswith("ConnectionError"):
@@ -94,22 +121,23 @@ def _litellm_error(exc: BaseException) -> APIError:
                         "upstream_connection_error")
     if status is None:
         return APIError(500, "internal error", "server_error", None, "internal_error")
+    retry = _retry_after(exc)
+    retry_headers = {"Retry-After": retry} if retry else None
     if status == 429:
-        retry = _retry_after(exc)
         return APIError(429, f"upstream rate limit: {message}", "rate_limit_error", None,
-                        "rate_limit_exceeded", {"Retry-After": retry} if retry else None)
-    if status in (400, 404, 413, 422):
-        return APIError(400 if status == 422 else status, f"upstream rejected the request: {message}",
-                        "invalid_request_error", None, "upstream_bad_request")
+                        "rate_limit_exceeded", retry_headers)
     if status in (401, 403):
         # The provider refused *our* credentials: a gateway-side fault, not the client's.
         return APIError(502, "upstream authentication failed", "upstream_error", None,
                         "upstream_auth_error")
+    if 400 <= status < 500:
+        return APIError(status, f"upstream rejected the request: {message}",
+                        "invalid_request_error", None, "upstream_bad_request")
     if status == 504:
         return APIError(504, "upstream timed out", "timeout", None, "upstream_timeout")
     if status == 503:
         return APIError(503, f"upstream unavailable: {message}", "service_unavailable", None,
-                        "upstream_unavailable")
+                        "upstream_unavailable", retry_headers)
     return APIError(502, f"upstream error {status}: {message}", "upstream_error", None,
                     "upstream_error")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +35,22 @@ FORBIDDEN_KEYS = frozenset({
 #: Containers whose keys LiteLLM reads as its own kwargs or merges into the request.
 SCANNED_CONTAINERS = ("extra_body", "metadata", "litellm_metadata", "model_info", "kwargs",
                       "optional_params", "extra_query", "litellm_settings")
+#: Fields the gateway sets itself: inside `extra_body` (merged over the request body by the
+#: provider client) they would override the routed model, budget, messages or stream mode.
+RESERVED_IN_EXTRA_BODY = frozenset({"model", "messages", "stream", "max_tokens",
+                                    "max_completion_tokens", "n"})
+#: Forwarded fields that LiteLLM itself reads and fails on (a 500) when they have the wrong type.
+OBJECT_FIELDS = ("metadata", "extra_body", "response_format", "stream_options")
+ARRAY_FIELDS = ("tools", "functions")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+#: Content part types whose payload sits under a key of the same name.
+PART_PAYLOADS = ("image_url", "input_audio", "file", "audio_url", "video_url", "document")
 MAX_TOKENS_LIMIT = 1_000_000
+#: Deeper JSON is refused: nothing legitimate nests this far, and walking it (here, in LiteLLM's
+#: deep copies) would exhaust the interpreter's recursion limit.
+MAX_DEPTH = 64
+#: A `\uD800`-`\uDFFF` escape: only a lone one is a problem, this finds candidates cheaply.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -47,12 +62,51 @@ class RouteHeaders:
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        body = json.loads(raw, parse_int=_parse_int)
+    except (ValueError, RecursionError):  # ValueError: bad UTF-8 or bad JSON
         raise bad_request("request body is not valid JSON", None, "invalid_json") from None
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object", None, "invalid_json")
+    for key, value in body.items():
+        if _too_deep(value, MAX_DEPTH - 1):
+            raise bad_request(f"'{key}' is nested more than {MAX_DEPTH} levels deep", str(key),
+                              "too_deep")
+    if _SURROGATE_ESCAPE.search(raw):
+        _check_utf8(body)
     return body
+
+
+def _parse_int(text: str) -> int | float:
+    """Integers past Python's 4300-digit limit are out of every range: make them infinite so
+    the field check names the field, instead of failing the whole parse."""
+    if len(text) <= 4000:
+        return int(text)
+    return float("-inf") if text.startswith("-") else float("inf")
+
+
+def _check_utf8(body: dict[str, Any]) -> None:
+    """Refuse lone surrogates: valid JSON, but no provider client can encode them (a 5xx that
+    would also count against the deployment's health)."""
+    for key, value in body.items():
+        try:
+            json.dumps([key, value], ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request("the request contains a lone UTF-16 surrogate (invalid Unicode)",
+                              str(key).encode("utf-8", "replace").decode("utf-8"),
+                              "invalid_unicode") from None
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether `value` nests deeper than `limit` containers (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _find_forbidden(value: Any, path: str) -> str | None:
@@ -72,6 +126,12 @@ def _find_forbidden(value: Any, path: str) -> str | None:
 
 
 def check_forbidden(body: Mapping[str, Any]) -> None:
+    extra = body.get("extra_body")
+    if isinstance(extra, Mapping):
+        for key in extra:
+            if str(key).lower() in RESERVED_IN_EXTRA_BODY:
+                raise bad_request(f"'extra_body.{key}' is not allowed: set '{key}' at the top "
+                                  "level", f"extra_body.{key}", "forbidden_field")
     for key in body:
         if str(key).lower() in FORBIDDEN_KEYS:
             raise bad_request(f"field '{key}' is not allowed: provider connection settings are "
@@ -97,7 +157,8 @@ def _check_int(body: Mapping[str, Any], key: str, low: int, high: int) -> None:
 def _check_number(body: Mapping[str, Any], key: str, low: float, high: float) -> None:
     if key in body and body[key] is not None:
         value = body[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
             raise bad_request(f"'{key}' must be a number", key, "invalid_type")
         if not low <= value <= high:
             raise bad_request(f"'{key}' must be between {low} and {high}", key)
@@ -116,13 +177,7 @@ def validate_chat_body(body: dict[str, Any]) -> None:
             raise bad_request("each message must be an object", f"messages[{i}]", "invalid_type")
         if msg.get("role") not in ROLES:
             raise bad_request("message role is missing or invalid", f"messages[{i}].role")
-        content = msg.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise bad_request("message content must be a string or an array of parts",
-                              f"messages[{i}].content", "invalid_type")
-        if isinstance(content, list) and not all(isinstance(p, dict | str) for p in content):
-            raise bad_request("content parts must be objects", f"messages[{i}].content",
-                              "invalid_type")
+        _check_message(msg, f"messages[{i}]")
     _check_int(body, "max_tokens", 1, MAX_TOKENS_LIMIT)
     _check_int(body, "max_completion_tokens", 1, MAX_TOKENS_LIMIT)
     _check_int(body, "n", 1, 128)
@@ -130,7 +185,43 @@ def validate_chat_body(body: dict[str, Any]) -> None:
     _check_number(body, "top_p", 0, 1)
     if "stream" in body and not isinstance(body["stream"], bool | None):
         raise bad_request("'stream' must be a boolean", "stream", "invalid_type")
+    _check_containers(body)
     check_forbidden(body)
+
+
+def _check_message(msg: Mapping[str, Any], where: str) -> None:
+    """Shapes LiteLLM relies on when it converts messages (it fails with a 5xx otherwise)."""
+    content = msg.get("content")
+    if content is not None and not isinstance(content, str | list):
+        raise bad_request("message content must be a string or an array of parts",
+                          f"{where}.content", "invalid_type")
+    for j, part in enumerate(content if isinstance(content, list) else ()):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(kind, str) or not kind:
+            raise bad_request("each content part must be an object with a 'type'",
+                              f"{where}.content[{j}]", "invalid_type")
+        if kind in ("text", "input_text") and not isinstance(part.get("text"), str):
+            raise bad_request("a text part needs a string 'text'", f"{where}.content[{j}].text",
+                              "invalid_type")
+        if kind in PART_PAYLOADS and part.get(kind) is None:
+            raise bad_request(f"a {kind} part needs '{kind}'", f"{where}.content[{j}].{kind}",
+                              "invalid_type")
+    calls = msg.get("tool_calls")
+    if calls is not None and not (isinstance(calls, list)
+                                  and all(isinstance(c, dict) for c in calls)):
+        raise bad_request("'tool_calls' must be an array of objects", f"{where}.tool_calls",
+                          "invalid_type")
+
+
+def _check_containers(body: Mapping[str, Any]) -> None:
+    for key in OBJECT_FIELDS:
+        if body.get(key) is not None and not isinstance(body[key], dict):
+            raise bad_request(f"'{key}' must be an object", key, "invalid_type")
+    for key in ARRAY_FIELDS:
+        value = body.get(key)
+        if value is not None and not (isinstance(value, list)
+                                      and all(isinstance(v, dict) for v in value)):
+            raise bad_request(f"'{key}' must be an array of objects", key, "invalid_type")
 
 
 def parse_route_headers(headers: Mapping[str, str], default_lambda: float) -> RouteHeaders:
@@ -176,5 +267,5 @@ def client_max_tokens(body: Mapping[str, Any]) -> tuple[str, int | None]:
 
 
 def not_found_model() -> APIError:
-    return APIError(404, "the model does not exist or is not served by this gateway", 
+    return APIError(404, "the model does not exist or is not served by this gateway",
                     "invalid_request_error", "model", "model_not_found")

@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from router_core import (
     Checkpoint,
+    CheckpointError,
     Constraints,
     Decision,
     Embedder,
@@ -24,8 +26,10 @@ from router_core import (
     messages_text,
     token_counter,
 )
+from router_core.checkpoint import MANIFEST, sha256_file
 from router_core.text import TokenCounter
 
+from . import redaction
 from .batching import MicroBatcher
 from .config import ConfigError, GatewaySettings
 from .errors import APIError, bad_request
@@ -54,6 +58,20 @@ def _apply_prices(ckpt: Checkpoint, settings: GatewaySettings) -> Checkpoint:
     return dataclasses.replace(ckpt, models=tuple(models))
 
 
+def _check_pin(settings: GatewaySettings) -> None:
+    """The manifest is not hashed by itself: a pinned digest catches any changed byte in it."""
+    if settings.checkpoint_sha256 is None:
+        return
+    manifest = settings.checkpoint / MANIFEST
+    try:
+        digest = sha256_file(manifest)
+    except OSError:
+        raise CheckpointError("manifest missing", file=str(manifest)) from None
+    if digest != settings.checkpoint_sha256.lower():
+        raise CheckpointError("sha256 does not match checkpoint_sha256: the manifest was changed",
+                              file=str(manifest), field="checkpoint_sha256")
+
+
 def _check_policies(ckpt: Checkpoint) -> None:
     for pol in ckpt.policies:
         if pol.budget is None and not pol.is_unlimited and not pol.instruction:
@@ -65,6 +83,7 @@ class Service:
     def __init__(self, settings: GatewaySettings, embedder: Embedder | None = None) -> None:
         self.settings = settings
         self.embedder = embedder if embedder is not None else make_embedder(settings.embedder)
+        _check_pin(settings)
         ckpt = load_checkpoint(settings.checkpoint,
                                expected_embedder=(self.embedder.id, self.embedder.dim))
         _check_policies(ckpt)
@@ -80,17 +99,24 @@ class Service:
                                     observe=self._observe_embed)
         self.in_flight = 0
         self.deployment_names = [d.name for d in settings.deployments]
+        #: Every configured key, masked in any upstream message that reaches a client.
+        self.secrets = tuple(
+            [d.api_key.get_secret_value() for d in settings.deployments if d.api_key]
+            + [k.get_secret_value() for k in srv.api_keys])
+        self._unredact: Callable[[], None] = lambda: None
 
     def _observe_embed(self, seconds: float, size: int) -> None:
         self.metrics.embed_seconds.observe(seconds)
         self.metrics.embed_batch.observe(size)
 
     async def start(self) -> None:
+        self._unredact = redaction.install(self.secrets)
         self.batcher.start()
 
     async def stop(self) -> None:
         await self.batcher.stop()
         self.embedder.close()
+        self._unredact()
 
     # -- admission ---------------------------------------------------------------------------
     def admit(self) -> None:

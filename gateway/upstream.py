@@ -27,12 +27,26 @@ OPENAI_PARAMS = frozenset({
     "prediction", "reasoning_effort", "service_tier", "store", "web_search_options",
     "verbosity", "safety_identifier", "prompt_cache_key", "extra_body", "metadata",
 })
+#: Containers that mean "not given" when null; LiteLLM refuses a null `metadata`.
+NULL_MEANS_ABSENT = frozenset({"metadata", "extra_body", "stream_options", "response_format"})
 OPENAI_WIRE_PROVIDERS = frozenset({"openai", "hosted_vllm", "openai_like", "custom_openai",
                                    "llamafile", "lm_studio", "text-completion-openai"})
 
 
 def configure_litellm() -> Any:
-    """Import LiteLLM with its network and hot-path extras switched off; returns the module."""
+    """Import LiteLLM with its network and hot-path extras switched off; returns the module.
+
+    Measured per call with cProfile (docs/benchmarks-gateway.md): with no callback registered,
+    LiteLLM still builds its standard logging payload and prices every response; neither can be
+    switched off. What can be is switched off here:
+
+    - Message redaction. `turn_off_message_logging=True` makes every successful call deep-copy
+      the logging payload to blank its messages (about 5,400 of 16,000 Python function calls
+      per request, +50 %). It only matters to logging callbacks, and none is registered: the
+      callback lists are emptied below, so prompts reach no logger whichever way it is set.
+    - Callbacks, verbose printing, debug hints in errors, telemetry, and fetching the price map
+      from the network at import (the bundled copy is used).
+    """
     import os
 
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -40,10 +54,10 @@ def configure_litellm() -> Any:
 
     litellm.telemetry = False
     litellm.suppress_debug_info = True
-    litellm.turn_off_message_logging = True
+    litellm.turn_off_message_logging = False
     litellm.drop_params = False
     litellm.set_verbose = False
-    for name in ("callbacks", "success_callback", "failure_callback",
+    for name in ("callbacks", "success_callback", "failure_callback", "service_callback",
                  "_async_success_callback", "_async_failure_callback", "input_callback"):
         if isinstance(getattr(litellm, name, None), list):
             setattr(litellm, name, [])
@@ -71,7 +85,10 @@ class Cooldowns:
             fails.clear()
 
     def success(self, name: str) -> None:
+        """A deployment that answered is healthy again, even in the middle of a cooldown (it
+        gets traffic while cooling only when everything is cooling, or when named directly)."""
         self._fails.pop(name, None)
+        self._until.pop(name, None)
 
     def cooling(self) -> set[str]:
         now = time.monotonic()
@@ -124,7 +141,8 @@ class Upstream:
     def split_params(self, body: dict[str, Any]) -> dict[str, Any]:
         bypass = self.passthrough.get(body["model"]) or frozenset()
         params = {k: v for k, v in body.items()
-                  if k in OPENAI_PARAMS and k not in bypass and k != "model"}
+                  if k in OPENAI_PARAMS and k not in bypass and k != "model"
+                  and not (v is None and k in NULL_MEANS_ABSENT)}
         extra = {k: v for k, v in body.items()
                  if (k not in OPENAI_PARAMS or k in bypass) and k != "model"}
         if extra:

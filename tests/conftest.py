@@ -58,6 +58,31 @@ class Gateway:
 
 
 @pytest.fixture
+def serve_app() -> Iterator[Callable[[Any], Gateway]]:
+    """Serve an already built app (e.g. one given a fault-injecting embedder)."""
+    started: list[Gateway] = []
+
+    def serve(app: Any) -> Gateway:
+        gw = Gateway(ServerThread(app).start(), app)
+        started.append(gw)
+        return gw
+
+    yield serve
+    for gw in started:
+        gw.server.stop()
+
+
+@pytest.fixture
+def sentinel() -> Iterator[Any]:
+    """A port that must never see a connection (see `faults.Sentinel`)."""
+    from faults import Sentinel
+
+    s = Sentinel()
+    yield s
+    s.close()
+
+
+@pytest.fixture
 def make_gateway(tmp_path: Path, standin: StandIn) -> Iterator[Callable[..., Gateway]]:
     """Build and serve a gateway; keyword overrides patch the settings mapping."""
     from gateway.app import build_app

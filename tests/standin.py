@@ -34,10 +34,12 @@ class Behaviour:
     break_after_chunks: int | None = None
     text: str = "Hello from the stand-in."
     finish_reason: str = "stop"
+    #: Pause after the stream's headers, before its first chunk (time to first token).
+    first_chunk_delay_s: float = 0.0
     #: Pause between stream chunks; `None` means `delay_s / 10`.
     chunk_delay_s: float | None = None
-    #: Error message; `{authorization}` is replaced by the Authorization header received, as
-    #: providers that quote the rejected key do.
+    #: Error message; `{authorization}` and `{key}` are replaced by the Authorization header
+    #: received and the key in it, as providers that quote the rejected key do.
     message: str | None = None
 
 
@@ -94,8 +96,9 @@ def build_app(state: StandIn) -> Starlette:
                 return Response(status_code=499)
             if b.status != 200:
                 headers = {"Retry-After": b.retry_after} if b.retry_after else None
+                auth = request.headers.get("authorization", "")
                 message = (b.message or f"stand-in error {b.status}").replace(
-                    "{authorization}", request.headers.get("authorization", ""))
+                    "{authorization}", auth).replace("{key}", auth.partition(" ")[2])
                 return JSONResponse({"error": {"message": message, "type": "error",
                                                "param": None, "code": None}},
                                     status_code=b.status, headers=headers)
@@ -138,6 +141,7 @@ async def _stream(state: StandIn, model: str, b: Behaviour, cap: int | None,
             "created": int(time.time()), "model": model}
     state.active += 1
     try:
+        await asyncio.sleep(b.first_chunk_delay_s)
         yield "data: " + json.dumps({**base, "choices": [
             {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
         ) + "\n\n"

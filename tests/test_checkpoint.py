@@ -37,7 +37,8 @@ def small_checkpoint(dim: int = 8, seed: int = 0) -> Checkpoint:
     m, p = 2, len(policies)
     return Checkpoint(
         embedder=EmbedderSpec("hash", dim, True),
-        models=(ModelSpec("big", "prov/big", 3.0, 15.0), ModelSpec("small", "prov/small", 0.1, 0.4)),
+        models=(ModelSpec("big", "prov/big", 3.0, 15.0),
+                ModelSpec("small", "prov/small", 0.1, 0.4)),
         policies=policies,
         arrays={"quality_coef": rng.normal(size=(m, p, dim)).astype(np.float32),
                 "quality_intercept": rng.uniform(size=(m, p)).astype(np.float32),

@@ -97,7 +97,7 @@ def test_batch_route_embeddings_matches_upstream_on_all_300_cases(
         rows = embeddings[[c["index"] for c in group]]
         picks = router.route_embeddings(rows, [c["input_tokens"] for c in group], lam)
         assert len(picks) == len(group)
-        for case, c in zip(group, picks):
+        for case, c in zip(group, picks, strict=True):
             errors.append(mismatch(case, c.model, c.budget, c.predicted_quality,
                                    c.predicted_cost_usd))
     assert sum(len(g) for g in by_lambda.values()) == 300

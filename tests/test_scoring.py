@@ -204,10 +204,11 @@ def test_batch_pick_equals_one_by_one_decide(lam: float) -> None:
     tokens = rng.integers(1, 5000, size=64)
     constraints = Constraints(allowed_models=("m0", "m2", "m3"), max_budget=500)
     batch = router.route_embeddings(emb, tokens, lam, constraints)
-    single = [router.decide(e, int(t), lam, constraints).chosen for e, t in zip(emb, tokens)]
+    single = [router.decide(e, int(t), lam, constraints).chosen
+              for e, t in zip(emb, tokens, strict=True)]
     assert [(c.model, c.budget) for c in batch] == [(c.model, c.budget) for c in single]
     # BLAS sums a GEMM and a GEMV in different orders: equal up to the last bits.
-    for b, s in zip(batch, single):
+    for b, s in zip(batch, single, strict=True):
         assert b.predicted_quality == pytest.approx(s.predicted_quality, rel=1e-12, abs=1e-15)
         assert b.predicted_cost_usd == pytest.approx(s.predicted_cost_usd, rel=1e-12)
         assert b.utility == pytest.approx(s.utility, rel=1e-12, abs=1e-15)

@@ -13,7 +13,8 @@ that is one of the question's choices:
    but not `A is wrong`), so `A and B are wrong, so C` gives `C`.
 
 Lower-case letters count only where nothing else could be meant (rules 1-3); in running text a
-lone `a` is an article.
+lone `a` is an article. Some ARC questions label their choices `1`-`4`: digits count in rules 1,
+2 and 4 only, since elsewhere a digit is a number or a list item (`1. First, ...`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import re
 from collections.abc import Collection, Mapping
 
 _DECOR = r"[\s\*_`'\"\(\)\[\]\{\}]*"
-_TERSE = re.compile(rf"^{_DECOR}(?:option|choice)?{_DECOR}([A-Za-z]){_DECOR}[\.:\)]?{_DECOR}$",
-                    re.IGNORECASE)
+_TERSE = re.compile(
+    rf"^{_DECOR}(?:option|choice)?{_DECOR}([A-Za-z0-9]){_DECOR}[\.:\)]?{_DECOR}$", re.IGNORECASE)
 _VERDICT = re.compile(r"""
       \b(?:answer|option|choice) (?:\s+(?:is|would\s+be|should\s+be|will\s+be|must\s+be))?
-        \s* (?:is\s*)? [:=\-]? \s* [*_`(\[{\s]* ([A-Za-z]) (?![A-Za-z0-9])
-    | \\boxed\{ \s* ([A-Za-z]) \s* \}
+        \s* (?:is\s*)? [:=\-]? \s* [*_`(\[{\s]* ([A-Za-z0-9]) (?![A-Za-z0-9]|[.,]\d)
+    | \\boxed\{ \s* ([A-Za-z0-9]) \s* \}
     | \b(?:therefore|thus|hence|so) \s* ,? \s* (?:it\s+is\s+|it's\s+)? [*(\[]* ([A-Z])
         (?![A-Za-z0-9])
     | \b(?:pick|choose|select|go\s+with) \s+ (?:option\s+|choice\s+)? [*(\[]* ([A-Z])

@@ -2,9 +2,9 @@
 
 One JSON object a line, in either of two shapes:
 
-- multiple choice, as in `shared/data/questions/`: `question`, `choices` (`{letter: text}` or a
-  list, lettered A, B, ...), `answer` (the letter; without it the judge scores the answer),
-  optional `context`, `topic`, `source`, `source_id`, `id`;
+- multiple choice, as in `shared/data/questions/`: `question`, `choices` (`{label: text}` with
+  one-character labels, `A`... or `1`..., or a list, lettered A, B, ...), `answer` (the label;
+  without it the judge scores the answer), optional `context`, `topic`, `source`, `source_id`;
 - open-ended: `prompt` (or `question` without `choices`), optional `reference` (or `answer`),
   `id`, `source`, `category`.
 
@@ -139,12 +139,12 @@ def parse_question(raw: dict[str, Any], stem: str, file: str = "", row: int = 0)
         return Question(text("query_id") or default_id, prompt, source,
                         topic or text("category") or source, choices, answer,
                         text("solution") or None)
-    prompt = text("prompt") or text("question")
-    if prompt is None or not prompt.strip():
+    open_prompt = text("prompt") or text("question")
+    if open_prompt is None or not open_prompt.strip():
         raise DataError("missing field: give `prompt` (or `question` with `choices`)",
                         file=file, row=row, field="prompt")
     reference = text("reference") or text("answer")
-    return Question(text("query_id") or _hash_id(prompt), prompt, source,
+    return Question(text("query_id") or _hash_id(open_prompt), open_prompt, source,
                     text("category") or text("topic") or source, None, None, reference)
 
 
@@ -159,8 +159,8 @@ def _choices(value: Any, file: str, row: int) -> dict[str, str] | None:
     out: dict[str, str] = {}
     for key, text in value.items():
         letter = str(key).strip().upper()
-        if len(letter) != 1 or not letter.isalpha() or not isinstance(text, str | int | float):
-            raise DataError("choices need single-letter keys and text values", file=file,
+        if len(letter) != 1 or not letter.isalnum() or not isinstance(text, str | int | float):
+            raise DataError("choices need one-character keys and text values", file=file,
                             row=row, field="choices")
         out[letter] = str(text)
     return out

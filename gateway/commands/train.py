@@ -25,6 +25,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--folds", type=int, default=5,
                    help="cross-validation folds on the train split (default 5; 0 with a "
                         "named variant skips validation)")
+    p.add_argument("--interpolate-budgets", metavar="B1,B2",
+                   help="add numeric budgets between the trained ones, heads interpolated in "
+                        "log-budget (linear heads only)")
     p.add_argument("--cache-dir", metavar="DIR",
                    help="embedding cache (default $R2_CACHE_DIR or ~/.cache/r2-gateway/embeddings)")
     p.add_argument("--name", help="checkpoint name (default: the directory name)")
@@ -32,12 +35,25 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _budgets(text: str | None) -> list[int]:
+    from router_core.training import DataError
+
+    if not text:
+        return []
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise DataError("--interpolate-budgets must be a comma list of integers",
+                        field="interpolate_budgets") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from router_core.training import embedder_config, train
 
     ckpt = train(args.data, args.out, embedder_config(args.embedder), args.policies,
                  variant=args.variant, folds=args.folds, cache_dir=args.cache_dir,
-                 name=args.name, progress=not args.no_progress)
+                 name=args.name, interpolate=_budgets(args.interpolate_budgets),
+                 progress=not args.no_progress)
     print(f"wrote {args.out}: {len(ckpt.models)} models x {len(ckpt.policies)} policies, "
           f"{ckpt.head_kind} heads, variant {ckpt.provenance.get('variant')}, "
           f"embedder {ckpt.embedder.id}")

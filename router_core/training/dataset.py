@@ -64,6 +64,11 @@ class OutcomeData:
         """Queries with an outcome for every arm."""
         return np.asarray(~np.isnan(self.score).any(axis=(1, 2)))
 
+    def token_targets(self) -> F64:
+        """Output tokens with numeric budgets capped at the budget (the `max_tokens` sent)."""
+        cap = np.array([p if isinstance(p, int) else np.inf for p in self.policies])
+        return np.asarray(np.minimum(self.output_tokens, cap), dtype=np.float64)
+
     def split_mask(self, name: str) -> BoolArray:
         return np.array([s == name for s in self.splits], dtype=bool)
 

@@ -1,7 +1,7 @@
 """Banks of Ridge heads: one linear head per target, alpha chosen per target by cross-validation.
 
-`fit_ridge_bank` fits `Y[:, k] ~ X` for every column k with scikit-learn's `RidgeCV`
-(efficient leave-one-out over an alpha grid, one alpha per target); columns with missing
+`fit_ridge_bank` fits `Y[:, k] ~ X` for every column k by Ridge with the alpha of least
+leave-one-out error (one alpha per target, exact and cheap from one SVD); columns with missing
 values (NaN: a query lacking that arm) are fitted on their own rows. `fit_shared_bank` is the
 hierarchical variant for an `[N, M, P]` target: a head for the mean over all arms, one for
 each model's deviation from it and one for each arm's deviation from its model, each level
@@ -34,10 +34,52 @@ class LinearBank:
         return np.asarray(x @ self.coef_.T + self.intercept_, dtype=np.float64)
 
 
-def fit_ridge_bank(x: F64, y: F64, alphas: tuple[float, ...] = DEFAULT_ALPHAS) -> LinearBank:
-    """One Ridge head per column of `y` `[N, K]`; NaN targets are left out of that column."""
-    from sklearn.linear_model import RidgeCV
+class RidgeSolver:
+    """Ridge with an intercept on fixed rows `x` `[N, D]`, for many targets and alphas at once.
 
+    One thin SVD of the centred `x`; each target's alpha minimises the exact leave-one-out
+    squared error `((y - y_hat) / (1 - h_ii))**2` of the hat matrix (what scikit-learn's
+    `RidgeCV` computes, without its per-call eigendecomposition).
+    """
+
+    def __init__(self, x: F64, alphas: tuple[float, ...] = DEFAULT_ALPHAS) -> None:
+        self.mean_ = x.mean(axis=0)
+        u, s, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
+        keep = s > s[0] * 1e-10 if s.size else s > 0
+        self.u_, self.s_, self.vt_ = u[:, keep], s[keep], vt[keep]
+        self.alphas = np.asarray(alphas, dtype=np.float64)
+
+    def fit(self, y: F64) -> LinearBank:
+        """Heads for every column of `y` `[N, K]` (no NaN)."""
+        n = y.shape[0]
+        y_mean = y.mean(axis=0)
+        uty = self.u_.T @ (y - y_mean)  # [r, K]
+        s2 = self.s_ ** 2
+        best_err = np.full(y.shape[1], np.inf)
+        best = np.zeros(y.shape[1], dtype=np.intp)
+        for a, alpha in enumerate(self.alphas):
+            shrink = s2 / (s2 + alpha)
+            fitted = self.u_ @ (shrink[:, None] * uty) + y_mean
+            h = (self.u_ ** 2) @ shrink + 1.0 / n
+            err = np.mean(((y - fitted) / (1.0 - h)[:, None]) ** 2, axis=0)
+            better = err < best_err
+            best_err[better], best[better] = err[better], a
+        alpha_ = self.alphas[best]
+        weights = self.s_[:, None] / (s2[:, None] + alpha_[None, :])  # [r, K]
+        coef = (self.vt_.T @ (weights * uty)).T  # [K, D]
+        return LinearBank(coef, y_mean - coef @ self.mean_, alpha_)
+
+
+Solvers = dict[bytes, RidgeSolver]
+
+
+def fit_ridge_bank(x: F64, y: F64, alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+                   solvers: Solvers | None = None) -> LinearBank:
+    """One Ridge head per column of `y` `[N, K]`; NaN targets are left out of that column.
+
+    `solvers` caches the SVD per set of rows across calls on the same `x` and `alphas`.
+    """
+    solvers = {} if solvers is None else solvers
     y = y.reshape(y.shape[0], -1)
     k, d = y.shape[1], x.shape[1]
     coef, intercept, alpha = np.zeros((k, d)), np.zeros(k), np.full(k, np.nan)
@@ -52,15 +94,16 @@ def fit_ridge_bank(x: F64, y: F64, alphas: tuple[float, ...] = DEFAULT_ALPHAS) -
         if rows.sum() < 3:  # too few rows to cross-validate: the mean is the honest head
             intercept[cols] = np.nanmean(y[rows][:, cols], axis=0)
             continue
-        model = RidgeCV(alphas=alphas, alpha_per_target=True, fit_intercept=True)
-        model.fit(x[rows], y[rows][:, cols])
-        coef[cols] = np.asarray(model.coef_).reshape(len(cols), d)
-        intercept[cols] = np.asarray(model.intercept_).reshape(len(cols))
-        alpha[cols] = np.asarray(model.alpha_).reshape(len(cols))
+        key = np.packbits(rows).tobytes()
+        if key not in solvers:
+            solvers[key] = RidgeSolver(x[rows], alphas)
+        bank = solvers[key].fit(y[rows][:, cols])
+        coef[cols], intercept[cols], alpha[cols] = bank.coef_, bank.intercept_, bank.alpha_
     return LinearBank(coef, intercept, alpha)
 
 
-def fit_shared_bank(x: F64, y: F64, alphas: tuple[float, ...] = DEFAULT_ALPHAS) -> LinearBank:
+def fit_shared_bank(x: F64, y: F64, alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+                    solvers: Solvers | None = None) -> LinearBank:
     """Hierarchical heads for `y` `[N, M, P]`: global mean + model deviation + arm deviation.
 
     The levels are fitted on the per-query means `g = mean(y)`, `m = mean_p(y) - g` and
@@ -72,9 +115,11 @@ def fit_shared_bank(x: F64, y: F64, alphas: tuple[float, ...] = DEFAULT_ALPHAS) 
         warnings.simplefilter("ignore", RuntimeWarning)
         per_model = np.nanmean(y, axis=2)  # [N, M]
         overall = np.nanmean(per_model, axis=1)  # [N]
-    g = fit_ridge_bank(x, overall[:, None])
-    dev_model = fit_ridge_bank(x, per_model - overall[:, None]) if m > 1 else None
-    dev_arm = fit_ridge_bank(x, (y - per_model[:, :, None]).reshape(n, m * p)) if p > 1 else None
+    solvers = {} if solvers is None else solvers
+    g = fit_ridge_bank(x, overall[:, None], alphas, solvers)
+    dev_model = fit_ridge_bank(x, per_model - overall[:, None], alphas, solvers) if m > 1 else None
+    dev_arm = (fit_ridge_bank(x, (y - per_model[:, :, None]).reshape(n, m * p), alphas, solvers)
+               if p > 1 else None)
     coef = np.repeat(g.coef_, m * p, axis=0)
     intercept = np.repeat(g.intercept_, m * p)
     if dev_model is not None:

@@ -20,12 +20,13 @@ import numpy.typing as npt
 
 from ..checkpoint import Checkpoint, EmbedderSpec, ModelSpec, save_checkpoint
 from ..embedders import Embedder, make_embedder
-from ..policies import Policy
+from ..policies import DEFAULT_BUDGET_INSTRUCTION, Policy
 from ..scoring import Scorer
 from ..text import token_counter
 from .dataset import OutcomeData, load_outcomes
 from .embed_cache import EmbeddingCache, default_cache_dir, embed_texts
 from .errors import DataError
+from .interpolate import interpolate_budgets
 from .evaluate import Arms, EvalReport, evaluate_predictions, r2_audc
 from .policyfile import PolicyFile, build_policies, load_policy_file, missing_instructions
 from .variants import AUTO_VARIANTS, VARIANTS, FittedHeads, Variant, applicable, fit_variant
@@ -56,10 +57,9 @@ class Prepared:
     input_tokens: F64
 
 
-def prepare(paths: Sequence[str | Path], embedder: Embedder, cache_dir: str | Path | None,
+def prepare(data: OutcomeData, embedder: Embedder, cache_dir: str | Path | None,
             progress: bool = True) -> Prepared:
-    """Load outcome files and embed their prompts (cached) and count their input tokens."""
-    data = load_outcomes(paths)
+    """Embed the prompts of `data` (through the cache) and count their input tokens."""
     cache = EmbeddingCache(cache_dir or default_cache_dir(), embedder.id, embedder.dim)
     emb = embed_texts(embedder, data.prompts, cache, progress=progress).astype(np.float64)
     count = token_counter(INPUT_TOKENS)
@@ -111,6 +111,7 @@ def cross_validate(variants: Sequence[Variant], prep: Prepared, policies: Sequen
     fold_of = np.empty(data.n_queries, dtype=np.intp)
     fold_of[order] = np.arange(data.n_queries) % folds
     out: dict[str, list[float]] = {v.name: [] for v in variants}
+    tokens = data.token_targets()
     bar = tqdm(total=folds * len(variants), desc="validating variants", disable=not progress)
     for k in range(folds):
         fit_rows = fold_of != k
@@ -118,7 +119,7 @@ def cross_validate(variants: Sequence[Variant], prep: Prepared, policies: Sequen
         val = data.subset(val_rows)
         for variant in variants:
             heads = fit_variant(variant, prep.embeddings[fit_rows], data.score[fit_rows],
-                                data.output_tokens[fit_rows])
+                                tokens[fit_rows])
             ckpt = make_checkpoint(heads, data, policies, embedder)
             q, c = predict_arms(ckpt, val, prep.embeddings[val_rows], prep.input_tokens[val_rows])
             out[variant.name].append(r2_audc(q, c, arms_of(val)))
@@ -152,28 +153,33 @@ def choose_variant(name: str, prep: Prepared, policies: Sequence[Policy], embedd
 def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[str, Any],
           policies_file: str | Path | None = None, variant: str = "auto", folds: int = 5,
           cache_dir: str | Path | None = None, name: str | None = None,
-          progress: bool = True, log: Log = print) -> Checkpoint:
-    """Fit on the train split of `paths` and write a checkpoint to `out`."""
-    embedder = make_embedder(embedder_cfg)
-    try:
-        prep = prepare(paths, embedder, cache_dir, progress)
-    finally:
-        embedder.close()
+          interpolate: Sequence[int] = (), progress: bool = True, log: Log = print) -> Checkpoint:
+    """Fit on the train split of `paths` and write a checkpoint to `out`.
+
+    `interpolate` adds numeric budgets between the trained ones (see `interpolate.py`).
+    """
     pfile: PolicyFile | None = load_policy_file(policies_file) if policies_file else None
-    train_rows = prep.data.split_mask("train")
+    everything = load_outcomes(paths)
+    train_rows = everything.split_mask("train")
     if not train_rows.any():
-        raise DataError("no train rows", file=", ".join(prep.data.sources), field="split")
-    train_prep = Prepared(prep.data.subset(train_rows), prep.embeddings[train_rows],
-                          prep.input_tokens[train_rows])
-    data = train_prep.data
+        raise DataError("no train rows", file=", ".join(everything.sources), field="split")
+    data = everything.subset(train_rows)
     log(f"train split: {data.n_queries} queries x {len(data.models)} models x "
         f"{len(data.policies)} policies; {int((~data.complete).sum())} queries lack some arms "
-        f"({prep.data.unscored_rows} rows without a score)")
+        f"({everything.unscored_rows} rows without a score)")
+    embedder = make_embedder(embedder_cfg)
+    try:
+        train_prep = prepare(data, embedder, cache_dir, progress)
+    finally:
+        embedder.close()
     policies = build_policies(data.policies, pfile)
     spec = EmbedderSpec(embedder.id, embedder.dim, embedder.normalized)
     chosen, table = choose_variant(variant, train_prep, policies, spec, folds, log, progress)
     log(f"variant: {chosen.name}")
-    heads = fit_variant(chosen, train_prep.embeddings, data.score, data.output_tokens)
+    heads = fit_variant(chosen, train_prep.embeddings, data.score, data.token_targets())
+    if interpolate:
+        template = pfile.budget_instruction if pfile else DEFAULT_BUDGET_INSTRUCTION
+        heads, policies = interpolate_budgets(heads, policies, interpolate, template)
     provenance = {
         "data": [Path(p).name for p in paths], "split": "train", "queries": data.n_queries,
         "variant": chosen.name, "validation_audc": table, "embedder_config": dict(embedder_cfg),
@@ -201,8 +207,7 @@ def evaluate(paths: Sequence[str | Path], ckpt: Checkpoint, embedder: Embedder,
              point_policy: str | None = None, cache_dir: str | Path | None = None,
              split: str = "test", progress: bool = True) -> EvalReport:
     """Every router on the `split` queries that have all arms; the rest are counted."""
-    prep = prepare(paths, embedder, cache_dir, progress)
-    data = prep.data
+    data = load_outcomes(paths)
     point = default_point_policy(data) if point_policy is None else point_policy
     labels = [str(p) for p in data.policies]
     if str(point) not in labels:
@@ -212,11 +217,12 @@ def evaluate(paths: Sequence[str | Path], ckpt: Checkpoint, embedder: Embedder,
     rows = in_split & data.complete
     if not rows.any():
         raise DataError(f"no {split} queries with every arm", field="split")
-    sub = data.subset(rows)
-    q, c = predict_arms(ckpt, sub, prep.embeddings[rows], prep.input_tokens[rows])
+    prep = prepare(data.subset(rows), embedder, cache_dir, progress)
+    q, c = predict_arms(ckpt, prep.data, prep.embeddings, prep.input_tokens)
     j = labels.index(str(point))
+    point = data.policies[j]
     point_arms = [i * len(data.policies) + j for i in range(len(data.models))]
-    report = evaluate_predictions(q, c, arms_of(sub), point_arms)
+    report = evaluate_predictions(q, c, arms_of(prep.data), point_arms)
     lam = ckpt.default_lambda
     r2 = report.routers["r2"].curve
     at = int(np.argmin(np.abs(np.asarray(r2.lambdas) - lam)))

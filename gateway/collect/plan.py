@@ -1,0 +1,93 @@
+"""What a collection run will ask: deployments, their prices, the policies and the arms.
+
+Policies are the labels of `--policies` (`10,50,200,unlimited,concise_cot`), built with the
+training code's `build_policies`, so named policies come from the same policies file `r2 train
+--policies FILE` reads. A numeric budget is sent with gateway.yaml's `budget_instruction`,
+because that is the template the gateway renders when it serves the checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from router_core import Policy, parse_policy_label
+from router_core.training.policyfile import (
+    PolicyFile,
+    build_policies,
+    load_policy_file,
+    missing_instructions,
+)
+
+from ..config import ConfigError, Deployment, GatewaySettings
+from .costs import Price
+from .questions import Question
+from .runner import Arm
+from .store import Key, row_key
+
+
+def parse_labels(text: str) -> list[int | str]:
+    """`"10, 50,unlimited"` -> `[10, 50, "unlimited"]`; duplicates and empties are errors."""
+    labels = [parse_policy_label(part) for part in text.split(",") if part.strip()]
+    if not labels:
+        raise ConfigError("--policies: give at least one policy, e.g. 10,50,200,unlimited")
+    for label in labels:
+        if isinstance(label, int) and label <= 0:
+            raise ConfigError("--policies: a token budget must be a positive integer")
+    if len({str(x) for x in labels}) != len(labels):
+        raise ConfigError("--policies: a policy is listed twice")
+    return labels
+
+
+def resolve_policies(labels: Sequence[int | str], policy_file: str | Path | None
+                     ) -> tuple[tuple[Policy, ...], PolicyFile | None]:
+    """The `Policy` of each label; named ones must have an instruction in the policies file."""
+    pfile = load_policy_file(policy_file) if policy_file else None
+    policies = build_policies(labels, pfile)
+    missing = missing_instructions(policies)
+    if missing:
+        raise ConfigError(f"--policies: named policy {missing[0]!r} has no instruction; "
+                          "describe it in a --policy-file (the same file `r2 train "
+                          "--policies` reads)")
+    return policies, pfile
+
+
+def select_deployments(settings: GatewaySettings, models: str | None) -> list[Deployment]:
+    """`--models A,B`, or every deployment but the judge when not given."""
+    if not models:
+        judge = settings.judge.deployment if settings.judge else None
+        chosen = [d for d in settings.deployments if d.name != judge]
+        if not chosen:
+            raise ConfigError("--models: the config has no deployment besides the judge")
+        return chosen
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    out = []
+    for name in names:
+        dep = settings.deployment(name)
+        if dep is None:
+            raise ConfigError(f"--models: {name!r} names no deployment of the config")
+        out.append(dep)
+    if len(set(names)) != len(names):
+        raise ConfigError("--models: a deployment is listed twice")
+    return out
+
+
+def deployment_prices(settings: GatewaySettings, names: Iterable[str]) -> dict[str, Price]:
+    """List prices per deployment; every model measured (and the judge) must have them."""
+    out: dict[str, Price] = {}
+    for name in names:
+        index = next(i for i, d in enumerate(settings.deployments) if d.name == name)
+        dep = settings.deployments[index]
+        if dep.input_price_per_million is None or dep.output_price_per_million is None:
+            raise ConfigError(f"deployments[{index}].input_price_per_million: r2 collect needs "
+                              f"both prices of {name!r} (write 0 for a free model)")
+        out[name] = Price(dep.input_price_per_million, dep.output_price_per_million)
+    return out
+
+
+def plan_arms(questions: Sequence[Question], deployments: Sequence[Deployment],
+              policies: Sequence[Policy], done: set[Key]) -> list[Arm]:
+    """Every (question, deployment, policy) not already in the output, question by question."""
+    return [Arm(q, dep, policy)
+            for q in questions for dep in deployments for policy in policies
+            if row_key(q.query_id, dep.name, policy.label) not in done]
