@@ -18,9 +18,10 @@ CLIENT_TIMEOUT_S = 30.0
 
 @dataclass
 class Sample:
-    status: int  # 0: connection failed or the client gave up (a hang)
+    status: int  # 0: connection failed or the client gave up (a hang): see `error`
     seconds: float
     retry_after: bool = False
+    error: str = ""
 
 
 @dataclass
@@ -41,6 +42,15 @@ class Result:
     def non_2xx(self) -> int:
         return sum(1 for s in self.samples if not 200 <= s.status < 300)
 
+    def failures(self) -> dict[str, int]:
+        """Non-2xx answers by status, and client-side failures by exception name."""
+        out: dict[str, int] = {}
+        for s in self.samples:
+            if not 200 <= s.status < 300:
+                key = s.error or str(s.status)
+                out[key] = out.get(key, 0) + 1
+        return out
+
 
 def percentile(values: list[float], q: float) -> float:
     if not values:
@@ -58,6 +68,19 @@ class Conn:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes) -> tuple[int, bool]:
+        if self.writer is None:
+            return await self._post(path, body)
+        try:
+            return await self._post(path, body)
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            # The server closed this idle keep-alive connection as we reused it: nothing of
+            # the request was processed (no byte came back), so send it on a new connection.
+            if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                raise
+            self.close()
+            return await self._post(path, body)
+
+    async def _post(self, path: str, body: bytes) -> tuple[int, bool]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -83,9 +106,9 @@ async def _timed(conn: Conn, path: str, body: bytes) -> Sample:
     start = time.perf_counter()
     try:
         status, retry = await asyncio.wait_for(conn.post(path, body), CLIENT_TIMEOUT_S)
-    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
+    except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
         conn.close()
-        status, retry = 0, False
+        return Sample(0, time.perf_counter() - start, False, type(exc).__name__)
     return Sample(status, time.perf_counter() - start, retry)
 
 

@@ -8,6 +8,7 @@ OpenAI-envelope table in `errors.py`.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -19,7 +20,8 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from router_core import Embedder, R2Error
 
@@ -34,8 +36,17 @@ log = logging.getLogger("r2.gateway")
 Handler = Callable[[Request, dict[str, Any], Service], Awaitable[Response]]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing (413) as soon as it is known to exceed `limit`."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """Read the body within `timeout_s` (408: a client trickling its body must not hold an
+    admission slot forever), refusing (413) as soon as it is known to exceed `limit`."""
+    try:
+        return await asyncio.wait_for(_read_body(request, limit), timeout_s)
+    except TimeoutError:
+        raise APIError(408, "the request body was not received in time",
+                       "invalid_request_error", None, "request_timeout") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -70,6 +81,23 @@ def check_auth(request: Request, svc: Service) -> None:
                    "invalid_api_key", {"WWW-Authenticate": "Bearer"})
 
 
+class HeldStream(StreamingResponse):
+    """A stream that holds its admission slot until it has ended (or its client has left):
+    a stream costs an upstream connection for as long as it runs, not just until its first
+    chunk, so it counts against `max_concurrency` for that long."""
+
+    def __init__(self, inner: StreamingResponse, release: Callable[[], None]) -> None:
+        super().__init__(inner.body_iterator, inner.status_code, background=inner.background)
+        self.raw_headers = inner.raw_headers
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
 def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> FastAPI:
     svc = Service(settings, embedder)
 
@@ -91,9 +119,13 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
             svc.admit()
             admitted = True
             check_auth(request, svc)
-            body = parse_json_body(await read_body(request, settings.server.max_body_bytes))
+            raw = await read_body(request, settings.server.max_body_bytes,
+                                  settings.server.request_timeout_s)
+            body = parse_json_body(raw)
             validate_chat_body(body)
             response = await handler(request, body, svc)
+            if isinstance(response, StreamingResponse):
+                response, admitted = HeldStream(response, svc.release), False
         except Exception as exc:  # noqa: BLE001 - every failure leaves through the table
             err = to_api_error(exc, svc.secrets)
             if err.status >= 500 and not isinstance(exc, APIError):

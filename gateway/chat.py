@@ -36,6 +36,8 @@ log = logging.getLogger("r2.gateway")
 T = TypeVar("T")
 R2_AUTO = "r2-auto"
 RETRYABLE = {500, 502, 503, 504}
+#: A fallback is not worth starting with less time than this left before the deadline.
+MIN_ATTEMPT_S = 0.1
 #: A client's `x-request-id` is echoed and logged only if it looks like an id.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
@@ -169,10 +171,12 @@ async def _forward(request: Request, body: dict[str, Any], svc: Service, outcome
             svc.metrics.upstream_errors.labels(name, str(err.status)).inc()
             if err.status not in RETRYABLE:
                 raise err from None
-            svc.upstream.cooldowns.failure(name)
+            # A timeout cut short by the request's deadline says nothing about the deployment.
+            if not (err.status == 504 and remaining < svc.upstream.timeout_for(name)):
+                svc.upstream.cooldowns.failure(name)
             failed.add(name)
             nxt = _next_candidate(svc, outcome, failed)
-            if nxt is None or time.monotonic() >= deadline:
+            if nxt is None or deadline - time.monotonic() < MIN_ATTEMPT_S:
                 raise err from None
             svc.metrics.fallbacks.labels("upstream-error").inc()
             outcome.decision, outcome.deployment = nxt, nxt.model

@@ -47,11 +47,11 @@ def configure_litellm() -> Any:
     - Callbacks, verbose printing, debug hints in errors, telemetry, and fetching the price map
       from the network at import (the bundled copy is used).
     """
+    import importlib
     import os
 
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
+    litellm: Any = importlib.import_module("litellm")  # its flags are module globals
     litellm.telemetry = False
     litellm.suppress_debug_info = True
     litellm.turn_off_message_logging = False

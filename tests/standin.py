@@ -194,7 +194,7 @@ class ServerThread:
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         """The server's event loop, for inspecting it from a test (`run_coroutine_threadsafe`)."""
-        return self.server.servers[0].get_loop()  # type: ignore[no-any-return]
+        return self.server.servers[0].get_loop()
 
     def stop(self) -> None:
         self.server.should_exit = True

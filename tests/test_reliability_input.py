@@ -52,7 +52,7 @@ def assert_envelope(resp: httpx.Response, status: int, param: str | None) -> Non
     assert err["param"] == param
 
 
-DEEP = {"a": 1}
+DEEP: dict[str, Any] = {"a": 1}
 for _ in range(100):
     DEEP = {"a": DEEP}
 

@@ -52,7 +52,8 @@ def test_upstream_error_reaches_the_client_in_the_same_class(
     with pytest.raises(sdk_error) as err:
         gw.client().chat.completions.create(model=model, messages=USER, extra_headers=LAMBDA0)
     assert err.value.status_code == status
-    assert set(err.value.body) == {"message", "type", "param", "code"}  # type: ignore[arg-type]
+    assert isinstance(err.value.body, dict)
+    assert set(err.value.body) == {"message", "type", "param", "code"}
     if upstream in (429, 503):
         assert err.value.response.headers["retry-after"] == "7"
     if model == "weak":

@@ -157,6 +157,25 @@ def test_named_policies_without_instructions_warn(tmp_path: Path, cache: str,
     assert [(p.name, p.max_tokens) for p in pols] == [("answer_only", None), ("cot", 400)]
 
 
+def test_policies_recorded_by_collect_are_used(tmp_path: Path, cache: str) -> None:
+    rows = synthetic_rows(40, policies=(16, "answer_only", "cot"), seed=2)
+    meta = synthetic_meta()
+    meta["collect"] = {"policies": {
+        "16": {"instruction": "You MUST respond in 16 tokens or fewer.", "max_tokens": 16},
+        "answer_only": {"instruction": "Only the letter.", "max_tokens": 8},
+        "cot": {"instruction": "Think step by step.", "max_tokens": None}}}
+    data = write_outcomes(tmp_path / "c.jsonl", rows, meta)
+    pfile = tmp_path / "p.yaml"
+    pfile.write_text("policies:\n  cot: {instruction: Reason first., max_tokens: 300}\n")
+    assert train(data, tmp_path / "c", cache, "--variant", "ridge", "--folds", "0",
+                 "--policies", str(pfile)) == 0
+    pols = {p.name: p for p in load_checkpoint(tmp_path / "c").policies}
+    assert (pols["answer_only"].instruction, pols["answer_only"].max_tokens) == (
+        "Only the letter.", 8)
+    assert (pols["cot"].instruction, pols["cot"].max_tokens) == ("Reason first.", 300)
+    assert pols["16"].budget == 16 and pols["16"].max_tokens == 16
+
+
 def test_monotone_variant_is_offered_only_when_the_data_agrees() -> None:
     rising = np.tile(np.array([0.2, 0.5, 0.8]), (50, 2, 1))
     falling = rising[:, :, ::-1].copy()
@@ -170,8 +189,8 @@ def test_monotone_variant_is_offered_only_when_the_data_agrees() -> None:
 
 def test_mlp_variant_gives_an_mlp_checkpoint(tmp_path: Path) -> None:
     from router_core.checkpoint import EmbedderSpec
-    from router_core.training import load_outcomes, make_checkpoint, predict_arms, prepare
     from router_core.embedders import HashEmbedder
+    from router_core.training import load_outcomes, make_checkpoint, predict_arms, prepare
 
     data = load_outcomes([write_outcomes(tmp_path / "m.jsonl", synthetic_rows(40),
                                          synthetic_meta())])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 from typing import Any
 
@@ -27,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
     for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     app = build_app(load_settings(args.config))
+    # LiteLLM and the model leave ~400k long-lived objects; every full collection would walk
+    # them (~0.5 s with the event loop stopped, the p99 under load). Freeze them out of it.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=False, timeout_graceful_shutdown=5)
     return 0

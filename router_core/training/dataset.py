@@ -54,6 +54,7 @@ class OutcomeData:
     sources: tuple[str, ...] = ()
     unscored_rows: int = 0
     policy_notes: dict[str, str] = field(default_factory=dict)
+    collected_policies: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def n_queries(self) -> int:
@@ -94,6 +95,7 @@ def load_outcomes(paths: Sequence[str | Path]) -> OutcomeData:
         raise DataError("no data files given")
     prices: dict[str, Prices] = {}
     notes: dict[str, str] = {}
+    collected: dict[str, dict[str, Any]] = {}
     records: list[_Record] = []
     unscored = 0
     for raw_path in paths:
@@ -101,6 +103,7 @@ def load_outcomes(paths: Sequence[str | Path]) -> OutcomeData:
         meta = read_meta(path)
         _merge_prices(prices, meta, path)
         notes.update(meta.policies)
+        collected.update(meta.collected)
         for number, row in read_rows(path):
             rec = _validate(row, str(path), number)
             if rec is None:
@@ -109,7 +112,9 @@ def load_outcomes(paths: Sequence[str | Path]) -> OutcomeData:
                 records.append(rec)
     if not records:
         raise DataError("no scored rows", file=str(paths[0]))
-    return _tensorise(records, prices, notes, tuple(str(p) for p in paths), unscored)
+    data = _tensorise(records, prices, notes, tuple(str(p) for p in paths), unscored)
+    data.collected_policies = collected
+    return data
 
 
 @dataclass(frozen=True)
@@ -197,7 +202,8 @@ def _validate(row: Row, file: str, number: int) -> _Record | None:
     )
 
 
-def policy_order(labels: Iterable[int | str], mean_tokens: dict[int | str, float]) -> list[int | str]:
+def policy_order(labels: Iterable[int | str],
+                 mean_tokens: dict[int | str, float]) -> list[int | str]:
     """Numeric budgets ascending, then named policies by mean output tokens, then unlimited."""
     labels = set(labels)
     budgets = sorted(x for x in labels if isinstance(x, int))
@@ -289,6 +295,7 @@ def _model_prices(models: list[str], prices: dict[str, Prices], arrays: dict[str
         coef, _ = nnls(design, cost[ok])
         resid = design @ coef - cost[ok]
         rel = float(np.max(np.abs(resid)) / max(float(np.mean(cost[ok])), 1e-12))
-        out[model] = Prices(float(coef[0]) * 1e6, float(coef[1]) * 1e6)
+        # 10 significant digits: recorded costs are exact products, drop the float noise.
+        out[model] = Prices(float(f"{coef[0] * 1e6:.10g}"), float(f"{coef[1] * 1e6:.10g}"))
         source[model] = f"fitted to recorded cost_usd (max abs error {rel:.1e} of mean cost)"
     return out, source

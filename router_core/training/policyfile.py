@@ -10,7 +10,9 @@ Numeric budgets get the release's instruction (`DEFAULT_BUDGET_INSTRUCTION`, or 
         instruction: "Think step by step, but be concise. ..."
         max_tokens: 512          # optional: the cap the gateway sends
 
-A named policy the file does not describe is stored without an instruction; training and
+Outcome files written by `r2 collect` record what each named policy sent in their meta; those
+are used where the policies file does not describe the policy. A named policy neither
+describes is stored without an instruction; training and
 evaluation work, and the gateway refuses to serve that checkpoint until it is retrained with
 one. All trained policies price candidates with the token head (`cost_tokens="predicted"`),
 since outcome data records the tokens models really produced.
@@ -18,12 +20,18 @@ since outcome data records the tokens models really produced.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..policies import DEFAULT_BUDGET_INSTRUCTION, UNLIMITED, Policy, budget_policy
+from ..policies import (
+    DEFAULT_BUDGET_INSTRUCTION,
+    UNLIMITED,
+    Policy,
+    budget_policy,
+    parse_policy_label,
+)
 from .errors import DataError
 
 POLICY_KEYS = ("instruction", "max_tokens")
@@ -85,6 +93,20 @@ def _entry(spec: Any, file: str, where: str) -> NamedPolicy:
                                    or max_tokens <= 0):
         raise DataError("must be a positive integer", file=file, field=f"{where}.max_tokens")
     return NamedPolicy(instruction, max_tokens)
+
+
+def with_collected(pfile: PolicyFile | None, collected: Mapping[str, Mapping[str, Any]],
+                   file: str = "meta") -> PolicyFile | None:
+    """`pfile` completed by the named policies `r2 collect` recorded in the data's meta; the
+    policies file wins where both describe a policy."""
+    named = {}
+    for name, spec in collected.items():
+        if parse_policy_label(name) == name and name != UNLIMITED:
+            named[name] = _entry(dict(spec), file, f"collect.policies.{name}")
+    if not named:
+        return pfile
+    base = pfile or PolicyFile()
+    return replace(base, named={**named, **base.named})
 
 
 def build_policies(labels: Sequence[int | str], pfile: PolicyFile | None = None

@@ -4,7 +4,8 @@ Formats, by file name: `.jsonl` / `.jsonl.gz` (one JSON object a line), `.csv` /
 (a header row; an empty cell is a null) and `.parquet` (needs `pyarrow`, the `train`
 extra). Every row comes with its 1-based number so that errors can name it. The meta file sits
 beside the data: `mcqa.jsonl.gz` -> `mcqa.meta.json`; it is optional (without it no model has a
-list price and every row needs `cost_usd`).
+list price and every row needs `cost_usd`). Files written by `r2 collect` also record each
+policy's exact instruction and cap under `collect.policies`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Meta:
     origin: str = ""
     prices: dict[str, Prices] = field(default_factory=dict)
     policies: dict[str, str] = field(default_factory=dict)
+    #: `r2 collect`'s record of what each policy sent: `{label: {instruction, max_tokens}}`.
+    collected: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def dataset_stem(path: Path) -> str:
@@ -90,8 +93,12 @@ def read_meta(path: Path) -> Meta:
     policies = raw.get("policies") or {}
     if not isinstance(policies, dict):
         raise DataError("must be an object", file=str(mpath), field="policies")
+    collect = raw.get("collect")
+    specs = collect.get("policies") if isinstance(collect, dict) else None
+    collected = ({str(k): v for k, v in specs.items() if isinstance(v, dict)}
+                 if isinstance(specs, dict) else {})
     return Meta(str(raw.get("description", "")), str(raw.get("origin", "")), prices,
-                {str(k): str(v) for k, v in policies.items()})
+                {str(k): str(v) for k, v in policies.items()}, collected)
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, Row]]:
@@ -151,5 +158,4 @@ def _parquet(path: Path) -> Iterator[tuple[int, Row]]:
         raise DataError("reading Parquet needs pyarrow (pip install 'r2-gateway[train]')",
                         file=str(path)) from None
     table = pq.read_table(path)
-    for number, row in enumerate(table.to_pylist(), start=1):
-        yield number, row
+    yield from enumerate(table.to_pylist(), start=1)

@@ -26,9 +26,16 @@ from ..text import token_counter
 from .dataset import OutcomeData, load_outcomes
 from .embed_cache import EmbeddingCache, default_cache_dir, embed_texts
 from .errors import DataError
-from .interpolate import interpolate_budgets
 from .evaluate import Arms, EvalReport, evaluate_predictions, r2_audc
-from .policyfile import PolicyFile, build_policies, load_policy_file, missing_instructions
+from .interpolate import interpolate_budgets
+from .policyfile import (
+    PolicyFile,
+    build_policies,
+    load_policy_file,
+    missing_instructions,
+    with_collected,
+)
+from .readers import meta_path
 from .variants import AUTO_VARIANTS, VARIANTS, FittedHeads, Variant, applicable, fit_variant
 
 F64 = npt.NDArray[np.float64]
@@ -116,6 +123,9 @@ def cross_validate(variants: Sequence[Variant], prep: Prepared, policies: Sequen
     for k in range(folds):
         fit_rows = fold_of != k
         val_rows = (fold_of == k) & data.complete
+        if not val_rows.any():  # tiny data: no complete query in this fold
+            bar.update(len(variants))
+            continue
         val = data.subset(val_rows)
         for variant in variants:
             heads = fit_variant(variant, prep.embeddings[fit_rows], data.score[fit_rows],
@@ -142,6 +152,9 @@ def choose_variant(name: str, prep: Prepared, policies: Sequence[Policy], embedd
     candidates = [VARIANTS[n] for n in names if applicable(VARIANTS[n], prep.data.policies, score)]
     scores = cross_validate(candidates, prep, policies, embedder, max(folds, 2),
                             progress=progress)
+    if not any(scores.values()):
+        raise DataError("too few complete train queries to cross-validate; pass --variant NAME "
+                        "--folds 0", field="folds")
     table = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "folds": len(v)}
              for k, v in scores.items()}
     best = max(candidates, key=lambda v: (table[v.name]["mean"], -names.index(v.name)))
@@ -172,6 +185,8 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
         train_prep = prepare(data, embedder, cache_dir, progress)
     finally:
         embedder.close()
+    pfile = with_collected(pfile, data.collected_policies,
+                           file=", ".join(str(meta_path(Path(p))) for p in paths))
     policies = build_policies(data.policies, pfile)
     spec = EmbedderSpec(embedder.id, embedder.dim, embedder.normalized)
     chosen, table = choose_variant(variant, train_prep, policies, spec, folds, log, progress)

@@ -6,7 +6,7 @@
 | `ridge-log` | as `ridge` | Ridge on log1p(tokens) |
 | `shared` | hierarchical Ridge: all-arm mean + model + arm deviations (see `ridge`) | Ridge |
 | `shared-log` | as `shared` | Ridge on log1p(tokens) |
-| `shared-monotone` | `shared`, quality made non-decreasing in the numeric budget when scoring | Ridge |
+| `shared-monotone` | `shared`, made non-decreasing in the numeric budget when scoring | Ridge |
 | `mlp` | MLP 256-128-64, sigmoid output | MLP on log1p(tokens) |
 
 Every variant caps predicted tokens at the policy's `max_tokens` (the budget) when scoring.

@@ -1,0 +1,53 @@
+"""The shipped checkpoints against the issue's targets, on the real test split.
+
+Needs the shared outcome data (`../shared/data` or `$R2_SHARED_DIR/data`) and the local MiniLM
+ONNX embedder; embeds only the 306 test prompts of mcqa_concise_cot (into a temporary cache).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from router_core import load_checkpoint, make_embedder
+from router_core.training import evaluate, missing_instructions
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("R2_SHARED_DIR", ROOT.parent / "shared"))
+DATA = SHARED / "data"
+CHECKPOINTS = ROOT / "checkpoints"
+LOCAL_ID = "all-MiniLM-L6-v2-onnx-int8"
+
+
+@pytest.mark.parametrize("name", ["default", "mcqa_concise_cot", "mcqa_nine_models",
+                                  "routerbench_subset"])
+def test_shipped_checkpoints_are_servable(name: str) -> None:
+    ckpt = load_checkpoint(CHECKPOINTS / name, expected_embedder=(LOCAL_ID, 384))
+    assert missing_instructions(ckpt.policies) == []
+    assert all(p.cost_tokens == "predicted" for p in ckpt.policies)
+    assert all(m.output_price_per_million > 0 for m in ckpt.models)
+    assert ckpt.provenance["split"] == "train"
+
+
+def test_default_is_the_mcqa_concise_cot_checkpoint() -> None:
+    default = (CHECKPOINTS / "default" / "manifest.json").read_text()
+    assert default == (CHECKPOINTS / "mcqa_concise_cot" / "manifest.json").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DATA.is_dir(), reason="shared outcome data not available")
+def test_mcqa_concise_cot_targets(tmp_path_factory: pytest.TempPathFactory) -> None:
+    embedder = make_embedder({"kind": "local"})
+    ckpt = load_checkpoint(CHECKPOINTS / "mcqa_concise_cot",
+                           expected_embedder=(embedder.id, embedder.dim))
+    report = evaluate([DATA / "mcqa_concise_cot.jsonl.gz"], ckpt, embedder, "cot",
+                      cache_dir=tmp_path_factory.mktemp("emb"), progress=False)
+    r = report.routers
+    assert report.info["queries"] == 306
+    assert r["r2"].audc >= 0.73
+    assert r["r2"].audc >= r["point"].audc + 0.03
+    best_single = float(report.arms.mean_quality[report.arms.best])
+    assert r["r2"].peak >= best_single - 0.005
+    assert r["oracle"].audc == pytest.approx(0.857, abs=1e-3)
