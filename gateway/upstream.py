@@ -36,14 +36,14 @@ OPENAI_WIRE_PROVIDERS = frozenset({"openai", "hosted_vllm", "openai_like", "cust
 def configure_litellm() -> Any:
     """Import LiteLLM with its network and hot-path extras switched off; returns the module.
 
-    Measured per call with cProfile (docs/benchmarks-gateway.md): with no callback registered,
-    LiteLLM still builds its standard logging payload and prices every response; neither can be
-    switched off. What can be is switched off here:
+    Measured per call (cProfile, docs/benchmarks-gateway.md): with no callback registered,
+    LiteLLM still prices every response and builds its standard logging payload; no setting
+    turns either off. What can be turned off is, here:
 
-    - Message redaction. `turn_off_message_logging=True` makes every successful call deep-copy
-      the logging payload to blank its messages (about 5,400 of 16,000 Python function calls
-      per request, +50 %). It only matters to logging callbacks, and none is registered: the
-      callback lists are emptied below, so prompts reach no logger whichever way it is set.
+    - Message redaction: `turn_off_message_logging=True` makes every call deep-copy the logging
+      payload to blank its messages, 5,400 more Python function calls per request on top of
+      10,300 (+53 %). It only matters to logging callbacks, and none is registered (the lists
+      are emptied below), so prompts reach no logger either way.
     - Callbacks, verbose printing, debug hints in errors, telemetry, and fetching the price map
       from the network at import (the bundled copy is used).
     """

