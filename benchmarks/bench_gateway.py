@@ -344,50 +344,108 @@ async def batcher_main(seconds: float, concurrency: int, threads: int | None) ->
 
 # -- the LiteLLM profile ---------------------------------------------------------------------------
 HOT_SPOTS = {  # (file suffix, function): what the profile reports per request
-    "cost calculation": ("litellm_logging.py", "response_cost_calculator"),
-    "success-log payload": ("litellm_logging.py", "async_success_handler"),
-    "message redaction": ("redact_messages.py", "perform_redaction"),
-    "HTTP via openai SDK": ("openai/_base_client.py", "post"),
+    "cost calc": ("litellm_logging.py", "response_cost_calculator"),
+    "success log": ("litellm_logging.py", "async_success_handler"),
+    "redaction": ("redact_messages.py", "perform_redaction"),
+    "openai SDK post": ("openai/_base_client.py", "post"),
 }
 
 
 async def profile_main(variant: str, target: str, requests: int) -> None:
-    if variant == "litellm-default":
-        litellm: Any = importlib.import_module("litellm")
-        router = litellm.Router(model_list=[{"model_name": "large", "litellm_params": {
-            "model": "openai/up-large", "api_base": target, "api_key": "no-key"}}])
+    """Serial requests, timed and then cProfiled on the event-loop thread.
+
+    `served-*` runs the gateway app here (uvicorn, same event loop) and drives it from a client
+    process, so its rows count the gateway's own work (HTTP, routing) next to LiteLLM's.
+    """
+    stop: Callable[[], Awaitable[None]] | None = None
+    if variant.startswith("served-"):
+        batch, stop = await serve_for_profile(variant, target)
     else:
-        from gateway.config import load_settings
-        from gateway.upstream import Upstream
+        if variant == "litellm-default":
+            litellm: Any = importlib.import_module("litellm")
+            router = litellm.Router(model_list=[{"model_name": "large", "litellm_params": {
+                "model": "openai/up-large", "api_base": target, "api_key": "no-key"}}])
+        else:
+            from gateway.config import load_settings
+            from gateway.upstream import Upstream
 
-        upstream = Upstream(load_settings(target))
-        router = upstream.router
-        if variant == "gateway-cfg+redaction":
-            upstream.litellm.turn_off_message_logging = True
+            upstream = Upstream(load_settings(target))
+            router = upstream.router
+            if variant == "gateway-cfg+redaction":
+                upstream.litellm.turn_off_message_logging = True
 
-    async def batch(n: int) -> None:
-        for i in range(n):
-            await router.acompletion(model="large", messages=upstream_messages(i), max_tokens=256)
-        await asyncio.sleep(0.2)  # LiteLLM logs success in a background task: let it finish
+        async def batch(n: int) -> int:
+            for i in range(n):
+                await router.acompletion(model="large", messages=upstream_messages(i),
+                                         max_tokens=256)
+            await asyncio.sleep(0.2)  # LiteLLM logs success in a background task
+            return n
 
     await batch(30)
     cpu = time.process_time()
-    await batch(requests)
-    cpu_ms = (time.process_time() - cpu) / requests * 1000
+    done = await batch(requests)
+    cpu_ms = (time.process_time() - cpu) / done * 1000
     profiler = cProfile.Profile()
     cpu = time.process_time()
     profiler.enable()
-    await batch(requests)
+    done = await batch(requests)
     profiler.disable()
-    profiled_ms = (time.process_time() - cpu) / requests * 1000
+    profiled_ms = (time.process_time() - cpu) / done * 1000
+    if stop is not None:
+        await stop()
     stats = pstats.Stats(profiler)
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     spots = {name: sum(v[3] for k, v in raw.items() if k[0].endswith(suffix) and k[2] == fn)
              for name, (suffix, fn) in HOT_SPOTS.items()}
     print(json.dumps({"variant": variant, "cpu_ms": cpu_ms,
-                      "calls": stats.total_calls / requests,  # type: ignore[attr-defined]
+                      "calls": stats.total_calls / done,  # type: ignore[attr-defined]
                       "profiled_ms": profiled_ms,
-                      **{k: v / requests * 1000 for k, v in spots.items()}}), flush=True)
+                      **{k: v / done * 1000 for k, v in spots.items()}}), flush=True)
+
+
+async def serve_for_profile(
+    variant: str, config: str
+) -> tuple[Callable[[int], Awaitable[int]], Callable[[], Awaitable[None]]]:
+    """The gateway app on uvicorn in this process; `batch(n)` has a client process send n."""
+    import uvicorn
+
+    from gateway.app import build_app
+    from gateway.config import load_settings
+
+    app = build_app(load_settings(config))
+    served = 0
+
+    async def counted(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal served
+        if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
+            served += 1
+        await app(scope, receive, send)
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(counted, host="127.0.0.1", port=port, lifespan="on",
+                                           log_level="warning", access_log=False))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    scenario = "gateway-named" if variant == "served-named" else "gateway-hash"
+    others = set(range(os.cpu_count() or 1)) - os.sched_getaffinity(0)
+
+    async def batch(n: int) -> int:
+        before = served
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--client", scenario, f"http://127.0.0.1:{port}",
+            "--concurrency", "1", "--seconds", "60", "--max-requests", str(n),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=(lambda: os.sched_setaffinity(0, others)) if others else None)
+        await proc.wait()
+        await asyncio.sleep(0.2)
+        return served - before
+
+    async def stop() -> None:
+        server.should_exit = True
+        await task
+
+    return batch, stop
 
 
 # -- the orchestrator ---------------------------------------------------------------------------
@@ -448,14 +506,15 @@ def print_batcher(rows: list[dict[str, Any]]) -> None:
 
 def print_profile(rows: list[dict[str, Any]]) -> None:
     spots = list(HOT_SPOTS)
-    print(f"\n{'LiteLLM per request (serial)':26} {'calls':>7} {'cpu ms':>7} {'profiled':>8} "
-          + " ".join(f"{s[:14]:>14}" for s in spots))
+    print(f"\n{'serial requests (c=1)':22} {'calls':>6} {'cpu ms':>7} {'profiled':>8} "
+          + " ".join(f"{s:>15}" for s in spots))
     for r in rows:
-        print(f"{r['variant']:26} {r['calls']:>7.0f} {r['cpu_ms']:>7.2f} {r['profiled_ms']:>8.2f} "
-              + " ".join(f"{r[s]:>14.2f}" for s in spots))
-    print("  calls: Python function calls per request; cpu ms: process CPU per request without "
-          "the profiler;\n  profiled: the same under cProfile; the rest: inclusive ms per request "
-          "under cProfile")
+        print(f"{r['variant']:22} {r['calls']:>6.0f} {r['cpu_ms']:>7.2f} {r['profiled_ms']:>8.2f} "
+              + " ".join(f"{r[s]:>15.2f}" for s in spots))
+    print("  calls: Python function calls per request on the event-loop thread; cpu ms: process "
+          "CPU per request\n  (all threads) without the profiler; profiled: the same under "
+          "cProfile; then inclusive ms per\n  request under cProfile. served-*: the gateway app "
+          "in the profiled process, driven over HTTP.")
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -582,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
                      str(args.batcher_concurrency)], None, log, 6 * (seconds + 1) + 120)
                 print_batcher(report["batcher"])
             if "profile" not in args.skip:
-                for variant in ("litellm-default", "gateway-cfg+redaction", "gateway-cfg"):
+                for variant in ("litellm-default", "gateway-cfg+redaction", "gateway-cfg",
+                                "served-named", "served-hash"):
                     target = targets["litellm-default" if variant == "litellm-default"
                                      else "litellm-gateway-cfg"]
                     report["profile"] += run_client(

@@ -31,7 +31,9 @@ class Result:
 
     @property
     def rps(self) -> float:
-        return len(self.samples) / self.elapsed_s if self.elapsed_s else 0.0
+        """Successful (2xx) answers per second."""
+        ok = len(self.samples) - self.non_2xx()
+        return ok / self.elapsed_s if self.elapsed_s else 0.0
 
     def latencies(self, status: int | None = 200) -> list[float]:
         return sorted(s.seconds for s in self.samples if status is None or s.status == status)

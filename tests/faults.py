@@ -101,6 +101,18 @@ def open_request(port: int, raw: bytes) -> socket.socket:
     return sock
 
 
+def read_until(sock: socket.socket, marker: bytes, timeout_s: float = 5.0) -> bytes:
+    """Bytes received until `marker` shows up (e.g. the first SSE event after the headers)."""
+    sock.settimeout(timeout_s)
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def read_response(sock: socket.socket, timeout_s: float = 5.0) -> tuple[int, bytes]:
     """Status and raw bytes of one response (to its Content-Length or chunked end)."""
     sock.settimeout(timeout_s)

@@ -49,7 +49,8 @@ def test_invalid_config_names_the_field(cfg: dict[str, Any], field: str,
 
 def test_provider_key_is_secret_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("R2_T_KEY", "sk-provider-very-secret")
-    s = parse_settings(minimal(deployments=[{"name": "a", "model": "m", "api_key_env": "R2_T_KEY"}]))
+    dep = {"name": "a", "model": "m", "api_key_env": "R2_T_KEY"}
+    s = parse_settings(minimal(deployments=[dep]))
     assert s.deployments[0].api_key is not None
     assert s.deployments[0].api_key.get_secret_value() == "sk-provider-very-secret"
     assert "sk-provider-very-secret" not in repr(s) + str(s.model_dump())

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import httpx
-from faults import chat_request, open_request, read_response, wait_until
+from faults import chat_request, open_request, read_response, read_until, wait_until
 from standin import Behaviour
 
 USER = [{"role": "user", "content": "Explain photosynthesis briefly."}]
@@ -65,13 +65,11 @@ def test_streams_hold_their_slot_until_they_end(make_gateway: Any, standin: Any)
     body = {"model": "r2-auto", "messages": USER, "stream": True}
     socks = [open_request(gw.server.port, chat_request(body)) for _ in range(2)]
     for sock in socks:  # both streams have started: their first chunk is out
-        sock.settimeout(5)
-        assert b"data: " in sock.recv(65536)
+        assert b"data: " in read_until(sock, b"data: ")
     resp = httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=10)
     assert resp.status_code == 503
     for sock in socks:
-        status, data = read_response(sock)
-        assert status == 200 and data.rstrip().endswith(b"data: [DONE]")
+        assert b"data: [DONE]" in read_until(sock, b"data: [DONE]")
         sock.close()
     assert wait_until(lambda: gw.service.in_flight == 0, 2)
     assert httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=10).status_code == 200

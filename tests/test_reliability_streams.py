@@ -9,7 +9,15 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from faults import chat_request, loop_tasks, open_fds, open_request, read_response, wait_until
+from faults import (
+    chat_request,
+    loop_tasks,
+    open_fds,
+    open_request,
+    read_response,
+    read_until,
+    wait_until,
+)
 from standin import Behaviour
 
 USER = [{"role": "user", "content": "Explain photosynthesis briefly."}]
@@ -31,8 +39,7 @@ def leave(port: int, standin: Any, stream: bool, mid_stream: bool) -> float:
         {"model": "r2-auto", "messages": USER, "stream": stream, "max_tokens": 1000}))
     assert wait_until(lambda: standin.active > 0, 5), "the request never reached upstream"
     if mid_stream:
-        sock.settimeout(5)
-        assert b"data: " in sock.recv(65536)
+        assert b"data: " in read_until(sock, b"data: ")
     left = time.monotonic()
     sock.close()
     assert wait_until(lambda: standin.active == 0 and standin.cancelled > cancelled, 3)

