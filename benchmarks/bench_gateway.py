@@ -35,10 +35,12 @@ is whatever queued while the previous one ran).
 
 The profile section times and cProfiles serial calls through a bare Router: untuned LiteLLM, the
 gateway's configuration, and the gateway's configuration with message redaction switched back on
-(what `configure_litellm()` did before it was measured). Function calls per request are counted,
-so that section does not depend on the machine's load.
+(what `configure_litellm()` did before it was measured); then the gateway app itself
+(`served-named`, `served-hash`), run in the profiled process and driven over HTTP by a client
+process. Python function calls per request are counted, so that section does not depend on the
+machine's load.
 
-    python benchmarks/bench_gateway.py                       # everything, about 9 minutes
+    python benchmarks/bench_gateway.py                       # everything, about 11 minutes
     python benchmarks/bench_gateway.py --seconds 3 --concurrency 1 16 --skip batcher profile
 """
 
@@ -332,7 +334,9 @@ async def batcher_main(seconds: float, concurrency: int, threads: int | None) ->
 
             await closed_loop(send, concurrency, min(1.0, seconds), 10**6)
             sizes.clear()
+            cpu = time.process_time()
             row = await closed_loop(send, concurrency, seconds, 10**6)
+            row["cpu_ms"] = (time.process_time() - cpu) / max(row["ok"], 1) * 1000
             await batcher.stop()
             print(json.dumps({"prompts": name, "tokens": tokens, "batcher": label,
                               "window_ms": window_ms, "max_batch": max_batch,
@@ -490,18 +494,19 @@ def print_batcher(rows: list[dict[str, Any]]) -> None:
     print(f"\nMicroBatcher over the local embedder, {rows[0]['concurrency']} concurrent callers, "
           f"ONNX Runtime threads {rows[0]['threads']}, not pinned")
     print(f"{'prompts':16} {'batching':34} {'embeds/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'mean batch':>10}")
+          f"{'mean batch':>10} {'cpu ms/embed':>12}")
     for r in rows:
         label = f"{r['batcher']} (window {r['window_ms']:g} ms, max {r['max_batch']})"
         prompts = f"{r['prompts']} ({r['tokens']:.0f} tok)"
         print(f"{prompts:16} {label:34} {r['rps']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-              f"{r['mean_batch']:>10.1f}")
+              f"{r['mean_batch']:>10.1f} {r['cpu_ms']:>12.2f}")
     for name in dict.fromkeys(r["prompts"] for r in rows):
         mine = {r["batcher"]: r for r in rows if r["prompts"] == name}
         one, w2, w0 = mine.get("one at a time"), mine.get("window 2 ms"), mine.get("window 0")
         if one and w2 and w0:
             print(f"  {name}: throughput x{w2['rps'] / one['rps']:.2f} with a 2 ms window, "
-                  f"x{w0['rps'] / one['rps']:.2f} with window 0, against one at a time")
+                  f"x{w0['rps'] / one['rps']:.2f} with window 0, against one at a time; CPU per "
+                  f"embed x{w2['cpu_ms'] / one['cpu_ms']:.2f} and x{w0['cpu_ms'] / one['cpu_ms']:.2f}")
 
 
 def print_profile(rows: list[dict[str, Any]]) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 
 from httpload import Conn, Result, closed_loop, open_loop, percentile
 from loadenv import (
+    cpu_seconds,
     free_port,
     placement,
     rss_mib,
@@ -71,13 +72,19 @@ def ms(seconds: float) -> float:
 
 def levels(args: argparse.Namespace, gw: int, up: int, pid: int) -> list[dict[str, Any]]:
     set_upstream_delay(up, 0)
+    asyncio.run(closed_loop(HOST, gw, PATH, bodies(False), 4, 2.0))  # warm-up, not reported
     rows = []
     for c in args.concurrency:
         direct = asyncio.run(closed_loop(HOST, up, PATH, bodies(True), c, args.level_seconds))
-        through = asyncio.run(closed_loop(HOST, gw, PATH, bodies(False), c, args.level_seconds))
+        cpu = cpu_seconds(pid)
+        through = asyncio.run(closed_loop(HOST, gw, PATH, bodies(False), c, args.level_seconds,
+                                          warmup_s=0.0))
+        cpu = cpu_seconds(pid) - cpu
         d, g = direct.latencies(), through.latencies()
         rows.append({
             "concurrency": c, "rps": round(through.rps, 1), "direct_rps": round(direct.rps, 1),
+            # steadier than rates on a shared machine; one idle core serves 1000 / this per s
+            "gateway_cpu_ms_per_request": round(1000 * cpu / max(1, len(through.samples)), 1),
             "non_2xx": through.non_2xx(), "p50_ms": ms(percentile(g, 50)),
             "p99_ms": ms(percentile(g, 99)),
             "added_p50_ms": ms(percentile(g, 50) - percentile(d, 50)),
@@ -144,10 +151,15 @@ def overload(args: argparse.Namespace, gw: int, rate: float) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    embedder = {"kind": "hash", "dim": 384} if args.embedder == "hash" else {"kind": "local"}
+    harness, gateway = placement(not args.no_pin)
+    embedder: dict[str, Any] = {"kind": "hash", "dim": 384}
+    if args.embedder == "local":
+        # ONNX Runtime sizes its pool by os.cpu_count(), not the CPUs the process may use:
+        # pinned to one CPU, two spinning threads would fight the event loop for it.
+        threads = args.embedder_threads or (len(gateway) if gateway else None)
+        embedder = {"kind": "local", **({"threads": threads} if threads else {})}
     up, gw = free_port(), free_port()
     config = write_config(work, up, embedder, args.max_concurrency)
-    harness, gateway = placement(not args.no_pin)
     if harness:
         os.sched_setaffinity(0, harness)
     procs: list[subprocess.Popen[bytes]] = []
@@ -158,7 +170,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                             str(config), "--port", str(gw), "--log-level", "warning"],
                            f"http://{HOST}:{gw}/readyz", gateway))
         pid = procs[-1].pid
-        report: dict[str, Any] = {"embedder": args.embedder, "cpus": os.cpu_count(),
+        report: dict[str, Any] = {"embedder": embedder, "cpus": os.cpu_count(),
                                   "gateway_cpus": sorted(gateway) if gateway else "any",
                                   "loadavg_before": os.getloadavg()[0]}
         report["levels"] = levels(args, gw, up, pid)
@@ -185,6 +197,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Load test of the gateway (see the docstring).")
     parser.add_argument("--embedder", default="local", choices=["local", "hash"])
+    parser.add_argument("--embedder-threads", type=int,
+                        help="ONNX Runtime threads of the local embedder (default: the "
+                        "gateway's CPUs when pinned, else all)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--level-seconds", type=float, default=10.0)
     parser.add_argument("--max-concurrency", type=int, default=64,

@@ -37,6 +37,12 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def serve_standin(port: int) -> None:
     """The test stand-in, plus `POST /control {"delay_ms": n}` to set its answer time."""
     sys.path.insert(0, str(ROOT / "tests"))

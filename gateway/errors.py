@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from router_core import (
@@ -94,6 +95,8 @@ def to_api_error(exc: BaseException, secrets: Iterable[str] = ()) -> APIError:
     """
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, ClientDisconnect):  # gone while sending its body: not our failure
+        return APIError(499, "client closed the request", "client_closed", None, "client_closed")
     if isinstance(exc, UnknownModelError):
         return APIError(400, str(exc), "invalid_request_error", exc.param, "model_not_found")
     if isinstance(exc, InvalidInputError):

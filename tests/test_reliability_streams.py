@@ -97,3 +97,16 @@ def test_openai_sdk_raises_with_the_message_on_a_broken_stream(make_gateway: Any
                                                          stream=True):
             text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
     assert text == "Hello from"
+
+
+def test_client_gone_while_sending_its_body_is_a_499_not_a_5xx(make_gateway: Any,
+                                                               standin: Any) -> None:
+    gw = make_gateway()
+    sock = open_request(gw.server.port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+    assert wait_until(lambda: gw.service.in_flight == 1, 2)
+    sock.close()
+    assert wait_until(lambda: gw.service.in_flight == 0, 2)
+    metrics = httpx.get(f"{gw.url}/metrics").text
+    assert 'r2_requests_total{endpoint="/v1/chat/completions",status="499"} 1.0' in metrics
+    assert standin.received == []

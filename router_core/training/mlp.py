@@ -81,7 +81,7 @@ def fit_mlp_bank(x: F64, y: F64, loss: str, config: MLPConfig = MLPConfig()) -> 
         order = train[torch.randperm(len(train), generator=gen)]
         for start in range(0, len(order), config.batch_size):
             opt.zero_grad()
-            objective(order[start: start + config.batch_size]).backward()  # type: ignore[no-untyped-call]
+            objective(order[start: start + config.batch_size]).backward()  # type: ignore[no-untyped-call,unused-ignore]
             opt.step()
         if n_val == 0:
             best = (0.0, [p.detach().clone() for p in params])
