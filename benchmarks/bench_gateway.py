@@ -27,8 +27,8 @@ Next to requests per second, each row gives the CPU time per request of the proc
 core the capacity is its inverse.
 
 The batcher section drives `gateway.batching.MicroBatcher` over the real local embedder
-(`make_embedder({"kind": "local"})`, unpinned, ONNX Runtime on all CPUs unless
-`--batcher-threads`) with 16 concurrent callers, for short chat prompts and for the load
+(`make_embedder({"kind": "local"})`, unpinned; ONNX Runtime on all CPUs, its default, and on
+one thread) with 16 concurrent callers, for short chat prompts and for the load
 section's longer ones: one at a time (window 0, max batch 1) against micro-batching (window
 2 ms, max batch 32: the gateway's defaults) and window 0 with max batch 32 (no waiting; a batch
 is whatever queued while the previous one ran).
@@ -40,7 +40,7 @@ gateway's configuration, and the gateway's configuration with message redaction 
 process. Python function calls per request are counted, so that section does not depend on the
 machine's load.
 
-    python benchmarks/bench_gateway.py                       # everything, about 11 minutes
+    python benchmarks/bench_gateway.py                       # everything, about 13 minutes
     python benchmarks/bench_gateway.py --seconds 3 --concurrency 1 16 --skip batcher profile
 """
 
@@ -307,7 +307,12 @@ async def client_main(scenario: str, target: str, levels: list[int], seconds: fl
 
 
 # -- the micro-batcher ---------------------------------------------------------------------------
-async def batcher_main(seconds: float, concurrency: int, threads: int | None) -> None:
+async def batcher_main(seconds: float, concurrency: int, threads: list[int]) -> None:
+    for n in threads:
+        await batcher_rows(seconds, concurrency, n)
+
+
+async def batcher_rows(seconds: float, concurrency: int, threads: int) -> None:
     from gateway.batching import MicroBatcher
     from router_core import make_embedder
 
@@ -506,7 +511,8 @@ def print_batcher(rows: list[dict[str, Any]]) -> None:
         if one and w2 and w0:
             print(f"  {name}: throughput x{w2['rps'] / one['rps']:.2f} with a 2 ms window, "
                   f"x{w0['rps'] / one['rps']:.2f} with window 0, against one at a time; CPU per "
-                  f"embed x{w2['cpu_ms'] / one['cpu_ms']:.2f} and x{w0['cpu_ms'] / one['cpu_ms']:.2f}")
+                  f"embed x{w2['cpu_ms'] / one['cpu_ms']:.2f} and "
+                  f"x{w0['cpu_ms'] / one['cpu_ms']:.2f}")
 
 
 def print_profile(rows: list[dict[str, Any]]) -> None:
@@ -581,8 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embed-window-ms", type=float,
                         help="the gateways' server.embed_batch_window_ms (default: theirs)")
     parser.add_argument("--batcher-concurrency", type=int, default=16)
-    parser.add_argument("--batcher-threads", type=int,
-                        help="ONNX Runtime threads in the batcher section (default: all CPUs)")
+    parser.add_argument("--batcher-threads", type=int, nargs="+", default=[0, 1],
+                        help="ONNX Runtime threads in the batcher section, one table each "
+                             "(0: the embedder's default, all CPUs)")
     parser.add_argument("--profile-requests", type=int, default=300)
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--json", type=Path, help="also write all rows here")
@@ -639,12 +646,12 @@ def main(argv: list[str] | None = None) -> int:
                 report["load"] = aggregate(report["load_rounds"])
                 print_load(report["load"])
             if "batcher" not in args.skip:
-                extra = ["--batcher-threads", str(args.batcher_threads)] \
-                    if args.batcher_threads else []
                 report["batcher"] = run_client(
-                    ["--batcher", *common, *extra, "--batcher-concurrency",
-                     str(args.batcher_concurrency)], None, log, 6 * (seconds + 1) + 120)
-                print_batcher(report["batcher"])
+                    ["--batcher", *common, "--batcher-threads", *map(str, args.batcher_threads),
+                     "--batcher-concurrency", str(args.batcher_concurrency)], None, log,
+                    6 * len(args.batcher_threads) * (seconds + 1) + 120)
+                for n in dict.fromkeys(r["threads"] for r in report["batcher"]):
+                    print_batcher([r for r in report["batcher"] if r["threads"] == n])
             if "profile" not in args.skip:
                 for variant in ("litellm-default", "gateway-cfg+redaction", "gateway-cfg",
                                 "served-named", "served-hash"):
