@@ -67,7 +67,9 @@ class MicroBatcher:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if self.window_s > 0 and len(self._queue) < self.max_batch:
+            # Wait for company only when others are already queued: a lone request on an idle
+            # gateway goes straight through; under load the queue fills while we embed.
+            if self.window_s > 0 and 1 < len(self._queue) < self.max_batch:
                 await asyncio.sleep(self.window_s)
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]

@@ -12,7 +12,9 @@ LLAMA_VERSION=0.3.36
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q -e ".[dev]"
+# torch==2.13.0 (CPU) is taken from the machine's local wheel; it only serves the optional
+# sentence-transformers embedder and MLP heads, whose tests run when it is present.
+python -m pip install -q -e ".[dev,torch]"
 
 mkdir -p "$WHEELS"
 if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then

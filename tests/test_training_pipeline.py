@@ -188,6 +188,7 @@ def test_monotone_variant_is_offered_only_when_the_data_agrees() -> None:
 
 
 def test_mlp_variant_gives_an_mlp_checkpoint(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="MLP heads need the torch extra")
     from router_core.checkpoint import EmbedderSpec
     from router_core.embedders import HashEmbedder
     from router_core.training import load_outcomes, make_checkpoint, predict_arms, prepare
