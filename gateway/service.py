@@ -7,6 +7,7 @@ error when the checkpoint, the embedder or the deployments do not fit together.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -112,8 +113,18 @@ class Service:
     async def start(self) -> None:
         self._unredact = redaction.install(self.secrets)
         self.batcher.start()
+        # Warm the embedder (ONNX session, tokenizer) off the request path; a remote embedder
+        # that is down at start-up only makes /readyz say so.
+        self._warmup: asyncio.Future[None] = asyncio.ensure_future(self._warm())
+
+    async def _warm(self) -> None:
+        try:
+            await self.batcher.embed("warm-up")
+        except Exception:  # noqa: BLE001 - readiness reports embedder failures
+            log.info("embedder warm-up failed; /readyz will report it")
 
     async def stop(self) -> None:
+        self._warmup.cancel()
         await self.batcher.stop()
         self.embedder.close()
         self._unredact()
