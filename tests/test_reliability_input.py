@@ -191,7 +191,8 @@ def test_200k_character_prompt_is_routed_on_a_truncated_embedding_and_forwarded_
         model="r2-auto", messages=[{"role": "user", "content": prompt}],
         extra_headers={"x-r2-lambda": "0"})
     assert raw.headers["x-r2-model"] == "strong"
-    assert embedder.lengths == [embedder.max_chars]
+    # (the gateway also embeds a short warm-up text at start)
+    assert max(embedder.lengths) == embedder.max_chars == 8192
     assert standin.received[-1]["body"]["messages"][-1]["content"] == prompt
 
 

@@ -70,7 +70,9 @@ class OnnxMiniLMEmbedder:
         self.normalized = True
         self.max_chars = max_chars
         self.batch_size = batch_size
-        self.threads = threads if threads is not None else (os.cpu_count() or 1)
+        # CPUs this process may use (affinity, cpusets), not the machine's: a pinned gateway
+        # with a pool sized to the whole machine spends its time contending.
+        self.threads = threads if threads is not None else max(1, len(os.sched_getaffinity(0)))
         self._session: Any = None
         self._tokenizer: Any = None
         self._input_names: tuple[str, ...] = ()
