@@ -178,30 +178,9 @@ def serve_standin(port: int) -> None:
 def write_gateway_config(work: Path, name: str, upstream_port: int, embedder: dict[str, Any],
                          window_ms: float | None = None) -> Path:
     """A three-model checkpoint with random linear heads for `embedder`, and its gateway.yaml."""
-    from router_core import (
-        Checkpoint,
-        EmbedderSpec,
-        ModelSpec,
-        budget_policy,
-        make_embedder,
-        save_checkpoint,
-        unlimited_policy,
-    )
+    from loadenv import write_checkpoint
 
-    emb = make_embedder(embedder)
-    spec, dim = EmbedderSpec(emb.id, emb.dim, emb.normalized), emb.dim
-    emb.close()
-    policies = [budget_policy(b) for b in (64, 256, 1024)] + [unlimited_policy()]
-    m, p = len(MODELS), len(policies)
-    rng = np.random.default_rng(0)
-    arrays = {"quality_coef": rng.normal(0, 0.05, (m, p, dim)).astype(np.float32),
-              "quality_intercept": rng.uniform(0.4, 0.9, (m, p)).astype(np.float32),
-              "tokens_coef": rng.normal(0, 1, (m, p, dim)).astype(np.float32),
-              "tokens_intercept": rng.uniform(30, 400, (m, p)).astype(np.float32)}
-    models = tuple(ModelSpec(n, f"prov/{n}", 3.0 / (i + 1), 12.0 / (i + 1))
-                   for i, n in enumerate(MODELS))
-    save_checkpoint(Checkpoint(spec, models, tuple(policies), arrays, input_tokens="words1.3"),
-                    work / f"ckpt-{name}")
+    write_checkpoint(work / f"ckpt-{name}", embedder, input_tokens="words1.3")
     config: dict[str, Any] = {
         "checkpoint": str(work / f"ckpt-{name}"), "embedder": embedder, "default_lambda": 0.5,
         "deployments": [{"name": n, "model": f"openai/up-{n}",

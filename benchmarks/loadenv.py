@@ -67,7 +67,9 @@ def set_upstream_delay(port: int, delay_ms: float) -> None:
     httpx.post(f"http://127.0.0.1:{port}/control", json={"delay_ms": delay_ms}).raise_for_status()
 
 
-def write_checkpoint(directory: Path, embedder: dict[str, Any]) -> None:
+def write_checkpoint(directory: Path, embedder: dict[str, Any],
+                     input_tokens: str = "tokenizer") -> None:
+    """A three-model checkpoint with random linear heads (seed 0) over `embedder`'s space."""
     from router_core import (
         Checkpoint,
         EmbedderSpec,
@@ -91,7 +93,7 @@ def write_checkpoint(directory: Path, embedder: dict[str, Any]) -> None:
     models = tuple(ModelSpec(n, f"prov/{n}", 3.0 / (i + 1), 12.0 / (i + 1))
                    for i, n in enumerate(MODELS))
     save_checkpoint(Checkpoint(spec, models, tuple(policies), arrays,
-                               input_tokens="tokenizer"), directory)
+                               input_tokens=input_tokens), directory)
 
 
 def write_config(work: Path, standin_port: int, embedder: dict[str, Any],

@@ -10,7 +10,6 @@ batch, mean-pool over the attention mask, L2-normalise. Nothing here touches the
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,19 +19,12 @@ import numpy as np
 import numpy.typing as npt
 
 from .._errors import EmbedderError
+from ..checkpoint import sha256_file
 from .base import EmbeddingArray
 
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 DIM = 384
 MAX_SEQ_LENGTH = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _model_file() -> tuple[Path, str]:
@@ -85,7 +77,7 @@ class OnnxMiniLMEmbedder:
         model, expected = _model_file()
         if not model.is_file():
             raise EmbedderError(f"ONNX model file missing: {model}")
-        actual = _sha256(model)
+        actual = sha256_file(model)
         if actual != expected:
             raise EmbedderError(f"ONNX model {model} sha256 {actual} != expected {expected}")
         tok_path = _tokenizer_file()
