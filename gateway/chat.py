@@ -66,6 +66,9 @@ class Outcome:
                 "x-r2-lambda": repr(self.lambda_),
                 "x-r2-route-ms": f"{self.route_ms:.2f}",
             })
+        elif self.lambda_ is not None:  # routed, but without a decision (embedder fallback)
+            out.update({"x-r2-model": self.deployment, "x-r2-lambda": repr(self.lambda_),
+                        "x-r2-route-ms": f"{self.route_ms:.2f}"})
         if self.fallback:
             out["x-r2-fallback"] = self.fallback
         return out
@@ -122,7 +125,8 @@ async def _route(request: Request, body: dict[str, Any], svc: Service,
         if fallback is None:
             raise
         svc.metrics.fallbacks.labels("embedder-unavailable").inc()
-        outcome = Outcome(request_id, fallback, fallback="embedder-unavailable")
+        outcome = Outcome(request_id, fallback, None, headers.lambda_,
+                          (time.perf_counter() - start) * 1000, fallback="embedder-unavailable")
         return outcome, {**body, "model": fallback}
     outcome = Outcome(request_id, decision.model, decision, headers.lambda_,
                       (time.perf_counter() - start) * 1000)

@@ -92,5 +92,7 @@ def test_embedder_down_uses_the_fallback_deployment(tmp_path: Path, standin: Any
     resp, elapsed = post(gw)
     assert resp.status_code == 200
     assert resp.headers["x-r2-fallback"] == "embedder-unavailable"
+    assert resp.headers["x-r2-model"] == "weak"
+    assert "x-r2-budget" not in resp.headers  # nothing was predicted
     assert elapsed < EMBED_TIMEOUT_S + 1.0
     assert [r["body"]["model"] for r in standin.received] == ["up-weak"]
