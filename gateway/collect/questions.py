@@ -18,13 +18,13 @@ stays stable when the file is reordered. The train/test split hashes the query i
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from router_core.training.errors import DataError
+from router_core.training.readers import read_jsonl
 
 TEST_SHARE = 0.3
 
@@ -88,22 +88,10 @@ def load_questions(paths: Sequence[str | Path], limit: int | None = None) -> lis
 
 
 def _read(path: Path, limit: int | None) -> list[tuple[int, Question]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"cannot read questions: {exc.strerror}", file=str(path)) from None
     out: list[tuple[int, Question]] = []
-    for number, line in enumerate(lines, start=1):
+    for number, raw in read_jsonl(path):
         if limit is not None and len(out) >= limit:
             break
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON: {exc.msg}", file=str(path), row=number) from None
-        if not isinstance(raw, dict):
-            raise DataError("a question must be a JSON object", file=str(path), row=number)
         out.append((number, parse_question(raw, path.name.split(".")[0], str(path), number)))
     return out
 

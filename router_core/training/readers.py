@@ -107,7 +107,7 @@ def read_rows(path: Path) -> Iterator[tuple[int, Row]]:
         raise DataError("data file not found", file=str(path))
     name = path.name
     if name.endswith((".jsonl", ".jsonl.gz")):
-        yield from _jsonl(path)
+        yield from read_jsonl(path)
     elif name.endswith((".csv", ".csv.gz")):
         yield from _csv(path)
     elif name.endswith(".parquet"):
@@ -122,8 +122,13 @@ def _open_text(path: Path) -> io.TextIOBase:
     return io.TextIOWrapper(path.open("rb"), encoding="utf-8")
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, Row]]:
-    with _open_text(path) as fh:
+def read_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
+    """`(line number, object)` for each non-blank line of a `.jsonl` or `.jsonl.gz` file."""
+    try:
+        fh = _open_text(path)
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    with fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
