@@ -136,7 +136,7 @@ async def _route(request: Request, body: dict[str, Any], svc: Service,
 
 
 def _rewrite(body: dict[str, Any], svc: Service, decision: Decision) -> dict[str, Any]:
-    dep = svc.settings.deployment(decision.model)
+    dep = svc.deployments.get(decision.model)
     return apply_policy(body, decision.model, decision.policy, svc.settings.budget_instruction,
                         dep.max_tokens if dep else None)
 
@@ -206,7 +206,7 @@ def _to_dict(obj: Any) -> dict[str, Any]:
 
 def _observe_usage(svc: Service, outcome: Outcome, data: dict[str, Any]) -> None:
     usage = data.get("usage") or {}
-    spec = next((m for m in svc.checkpoint.models if m.name == outcome.deployment), None)
+    spec = svc.model_specs.get(outcome.deployment)
     completion = usage.get("completion_tokens")
     if isinstance(completion, int):
         svc.metrics.completion_tokens.labels(outcome.deployment).observe(completion)
@@ -249,12 +249,7 @@ async def _sse(iterator: AsyncIterator[Any], head: Any, svc: Service, outcome: O
         while True:
             data = _to_dict(chunk)
             data["model"] = outcome.deployment
-            if data.get("usage"):
-                _observe_usage(svc, outcome, {"usage": data["usage"]})
-            for choice in data.get("choices") or []:
-                if choice.get("finish_reason") == "length" and outcome.decision is not None:
-                    svc.metrics.cut_at_budget.labels(outcome.deployment,
-                                                     str(outcome.decision.budget)).inc()
+            _observe_usage(svc, outcome, data)  # usage chunk and finish reasons
             yield f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
             try:
                 chunk = await asyncio.wait_for(anext(iterator), timeout)

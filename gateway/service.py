@@ -100,6 +100,9 @@ class Service:
                                     observe=self._observe_embed)
         self.in_flight = 0
         self.deployment_names = [d.name for d in settings.deployments]
+        # Looked up on every request: built once.
+        self.deployments = {d.name: d for d in settings.deployments}
+        self.model_specs = {m.name: m for m in self.checkpoint.models}
         #: Every configured key, masked in any upstream message that reaches a client.
         self.secrets = tuple(
             [d.api_key.get_secret_value() for d in settings.deployments if d.api_key]
