@@ -31,7 +31,6 @@ class MicroBatcher:
         self._queue: list[tuple[str, asyncio.Future[npt.NDArray[np.float32]]]] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()

@@ -284,15 +284,11 @@ def _log(outcome: Outcome, start: float) -> None:
              (time.perf_counter() - start) * 1000)
 
 
-def route_response(decision: Decision, lambda_: float, route_ms: float) -> JSONResponse:
-    payload = decision.to_json(all_candidates=True)
-    payload["route_ms"] = route_ms
-    return JSONResponse(payload)
-
-
 async def handle_route(request: Request, body: dict[str, Any], svc: Service) -> Response:
     headers: RouteHeaders = parse_route_headers(request.headers, svc.settings.default_lambda)
     _, client_cap = client_max_tokens(body)
     start = time.perf_counter()
     decision = await svc.route(body["messages"], headers, client_cap)
-    return route_response(decision, headers.lambda_, (time.perf_counter() - start) * 1000)
+    payload = decision.to_json(all_candidates=True)
+    payload["route_ms"] = (time.perf_counter() - start) * 1000
+    return JSONResponse(payload)
