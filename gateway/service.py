@@ -93,7 +93,9 @@ class Service:
         self.count_tokens: TokenCounter = token_counter(
             settings.input_tokens or self.checkpoint.input_tokens)
         self.metrics = Metrics()
-        self.upstream = Upstream(settings)
+        self.upstream = Upstream(settings, prices={
+            m.name: (m.input_price_per_million, m.output_price_per_million)
+            for m in self.checkpoint.models})
         srv = settings.server
         self.batcher = MicroBatcher(self.embedder, srv.embed_batch_window_ms / 1000,
                                     srv.embed_max_batch, srv.embed_timeout_s,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from .config import Deployment, GatewaySettings
@@ -96,8 +96,14 @@ class Cooldowns:
 
 
 class Upstream:
-    def __init__(self, settings: GatewaySettings) -> None:
+    """`prices`: USD per million (input, output) tokens by deployment name. Given to LiteLLM as
+    the deployment's own pricing, so it prices each response with two multiplications instead
+    of searching its model map by provider and alias (~600 Python calls a request, measured)."""
+
+    def __init__(self, settings: GatewaySettings,
+                 prices: Mapping[str, tuple[float, float]] | None = None) -> None:
         self.settings = settings
+        self.prices = dict(prices or {})
         self.litellm = configure_litellm()
         cd = settings.server.cooldown
         self.cooldowns = Cooldowns(cd.allowed_fails, cd.window_s, cd.cooldown_s)
@@ -123,6 +129,10 @@ class Upstream:
         }
         if dep.api_base:
             params["api_base"] = dep.api_base
+        if dep.name in self.prices:
+            per_million_in, per_million_out = self.prices[dep.name]
+            params["input_cost_per_token"] = per_million_in / 1e6
+            params["output_cost_per_token"] = per_million_out / 1e6
         return {"model_name": dep.name, "litellm_params": params}
 
     def _passthrough(self, dep: Deployment) -> frozenset[str] | None:

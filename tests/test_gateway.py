@@ -261,3 +261,31 @@ def test_unknown_model_404_and_auth_401(make_gateway: Any, standin: Any) -> None
     ok = gw.client(api_key="gw-key-1").chat.completions.create(model="weak", messages=USER)
     assert ok.model == "weak"
     assert "gw-key-1" not in json.dumps(standin.received)
+
+
+async def test_litellm_prices_responses_with_the_gateways_prices(tmp_path: Path,
+                                                                 standin: Any) -> None:
+    """Each deployment's LiteLLM entry carries the price the router uses (gateway.yaml's
+    override, else the checkpoint's), and LiteLLM's own response cost follows it."""
+    from gateway.config import parse_settings
+    from gateway.service import Service
+
+    ckpt = tiny_checkpoint(tmp_path / "ck", prices={"strong": (3.0, 15.0), "weak": (0.5, 1.5)})
+    raw = gateway_settings(ckpt, standin.base_url)
+    raw["deployments"][1].update(input_price_per_million=0.25, output_price_per_million=0.75)
+    service = Service(parse_settings(raw))
+    await service.start()
+    try:
+        entries = {e["model_name"]: e["litellm_params"]
+                   for e in service.upstream.router.get_model_list()}
+        assert entries["strong"]["input_cost_per_token"] == pytest.approx(3.0e-6)
+        assert entries["strong"]["output_cost_per_token"] == pytest.approx(15.0e-6)
+        assert entries["weak"]["input_cost_per_token"] == pytest.approx(0.25e-6)
+        assert entries["weak"]["output_cost_per_token"] == pytest.approx(0.75e-6)
+        response = await service.upstream.router.acompletion(model="weak", messages=USER,
+                                                              max_tokens=20)
+        usage = response.usage
+        expected = (usage.prompt_tokens * 0.25 + usage.completion_tokens * 0.75) / 1e6
+        assert response._hidden_params["response_cost"] == pytest.approx(expected)
+    finally:
+        await service.stop()

@@ -75,7 +75,9 @@ def collect(settings: GatewaySettings, question_files: Sequence[str | Path], out
         if upstream is None:
             from ..upstream import Upstream
 
-            upstream = Upstream(settings)
+            upstream = Upstream(settings, prices={
+                name: (price.input_per_million, price.output_per_million)
+                for name, price in prices.items()})
         collector = Collector(upstream, settings, store, prices, options)
         report = asyncio.run(collector.run(arms)) if arms else RunReport()
     finally:
