@@ -59,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -245,12 +246,19 @@ def gateway_upstream(config: str) -> Any:
 
 def make_sender(scenario: str, target: str, stack: list[Any]) -> Send:
     if scenario in ("direct", "gateway-named", "gateway-hash", "gateway-local"):
-        client = httpx.AsyncClient(base_url=target, timeout=REQUEST_TIMEOUT_S,
-                                   limits=httpx.Limits(max_connections=256,
-                                                       max_keepalive_connections=256))
-        stack.append(client)
+        # The lean keep-alive client from httpload.py, one connection per worker: httpx's pool
+        # costs O(connections) per request (about 6 ms of CPU a request at 64 connections,
+        # measured with py-spy), so at high concurrency it measured itself and, sharing a core
+        # with the stand-in, slowed the provider for every scenario behind it.
+        from httpload import Conn
+
+        url = urllib.parse.urlsplit(target)
+        host, port = url.hostname or "127.0.0.1", url.port or 80
+        idle: list[Conn] = []
+        stack.append(idle)
         routed = scenario in ("gateway-hash", "gateway-local")
         model = {"direct": "up-large", "gateway-named": "large"}.get(scenario, "r2-auto")
+        path = "/v1/chat/completions"
 
         async def send_http(i: int) -> bool:
             body: dict[str, Any]
@@ -259,8 +267,14 @@ def make_sender(scenario: str, target: str, stack: list[Any]) -> Send:
                     {"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]}
             else:
                 body = {"model": model, "messages": upstream_messages(i), "max_tokens": 256}
-            response = await client.post("/v1/chat/completions", json=body)
-            return response.status_code == 200 and bool(response.json()["choices"])
+            conn = idle.pop() if idle else Conn(host, port)
+            try:
+                status, _ = await conn.post(path, json.dumps(body).encode())
+            except BaseException:
+                conn.close()
+                raise
+            idle.append(conn)
+            return status == 200 and bool(json.loads(conn.body)["choices"])
         return send_http
 
     if scenario == "litellm-default":
@@ -291,8 +305,9 @@ async def client_main(scenario: str, target: str, levels: list[int], seconds: fl
             row["cpu_ms"] = (cpu_seconds(sut_pid) - cpu) / max(row["ok"], 1) * 1000
             print(json.dumps({"scenario": scenario, "concurrency": c, **row}), flush=True)
     finally:
-        for client in stack:
-            await client.aclose()
+        for conns in stack:
+            for conn in conns:
+                conn.close()
 
 
 # -- the micro-batcher ---------------------------------------------------------------------------

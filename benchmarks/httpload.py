@@ -68,6 +68,7 @@ class Conn:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.body = b""  # of the last response
 
     async def post(self, path: str, body: bytes) -> tuple[int, bool]:
         if self.writer is None:
@@ -93,7 +94,7 @@ class Conn:
         lines = head.decode("latin-1").lower().split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
         headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
-        await self.reader.readexactly(int(headers.get("content-length", "0")))
+        self.body = await self.reader.readexactly(int(headers.get("content-length", "0")))
         if headers.get("connection") == "close":
             self.close()
         return status, "retry-after" in headers

@@ -3,6 +3,10 @@
 Concurrent requests wait up to `window_s` (or until `max_batch` texts are queued) and are
 embedded together in one worker thread call: a batch of 16 costs far less than 16 calls on a
 2-core machine. One batch runs at a time, so CPU-bound embedders do not oversubscribe cores.
+
+The worker is the batcher's own thread, not the event loop's default executor: LiteLLM runs
+part of every completion call in that executor, so a batch there could queue behind completion
+work, and a slow batch (the local embedder, tens of ms) would hold a worker LiteLLM needs.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
@@ -31,9 +36,11 @@ class MicroBatcher:
         self._queue: list[tuple[str, asyncio.Future[npt.NDArray[np.float32]]]] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._worker: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="r2-embed")
         self._task = asyncio.create_task(self._run(), name="r2-embed-batcher")
 
     async def stop(self) -> None:
@@ -47,6 +54,10 @@ class MicroBatcher:
             if not fut.done():
                 fut.cancel()
         self._queue.clear()
+        if self._worker is not None:
+            # A batch still running finishes in its thread; nothing waits for it.
+            self._worker.shutdown(wait=False, cancel_futures=True)
+            self._worker = None
 
     async def embed(self, text: str) -> npt.NDArray[np.float32]:
         """Embed one text; raises `EmbedderUnavailableError` after `timeout_s`."""
@@ -81,7 +92,8 @@ class MicroBatcher:
     ) -> None:
         start = time.perf_counter()
         try:
-            vectors = await asyncio.to_thread(self.embedder.embed, [t for t, _ in batch])
+            vectors = await asyncio.get_running_loop().run_in_executor(
+                self._worker, self.embedder.embed, [t for t, _ in batch])
         except Exception as exc:  # noqa: BLE001 - delivered to every waiter
             for _, fut in batch:
                 if not fut.done():

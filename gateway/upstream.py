@@ -133,6 +133,10 @@ class Upstream:
             per_million_in, per_million_out = self.prices[dep.name]
             params["input_cost_per_token"] = per_million_in / 1e6
             params["output_cost_per_token"] = per_million_out / 1e6
+            # As the gateway counts cost (every prompt token at the input price); naming them
+            # also keeps LiteLLM from warning that it would default them to 0.
+            params["cache_read_input_token_cost"] = per_million_in / 1e6
+            params["cache_creation_input_token_cost"] = per_million_in / 1e6
         return {"model_name": dep.name, "litellm_params": params}
 
     def _passthrough(self, dep: Deployment) -> frozenset[str] | None:
