@@ -6,17 +6,20 @@ closed loop of C workers sending chat completions back to back for `--seconds` (
 `--max-requests`), after a one-second warm-up; a row gives requests per second and the latency
 p50/p99 its callers saw. Scenarios:
 
-- `direct`: httpx.AsyncClient straight to the stand-in (the floor: the provider plus one client).
+- `direct`: the lean keep-alive HTTP/1.1 client of `httpload.py` straight to the stand-in (the
+  floor: the provider plus one client). Every HTTP scenario uses that client, one connection per
+  worker (httpx's connection pool costs O(connections) per request: ~6 ms of CPU a request at 64).
 - `litellm-default`: a `litellm.Router` over the deployment, LiteLLM untuned (as imported).
-- `litellm-gateway-cfg`: the gateway's own `Upstream(settings).router`, so the same
-  `configure_litellm()` and the same `Router(...)` arguments as the gateway, without the gateway.
-- `gateway-named`: httpx to `r2 serve` naming a deployment (no routing): the HTTP hop and LiteLLM.
+- `litellm-gateway-cfg`: the gateway's own `Upstream(settings, prices).router`, so the same
+  `configure_litellm()` and the same `Router(...)` arguments (deployment prices included) as the
+  gateway, without the gateway.
+- `gateway-named`: HTTP to `r2 serve` naming a deployment (no routing): the HTTP hop and LiteLLM.
 - `gateway-hash`: the same server with model `r2-auto` and the hash (stub) embedder: HTTP,
   micro-batched embedding, the routing decision, the rewrite and LiteLLM.
 - `gateway-local`: the same with the real local embedder (all-MiniLM-L6-v2 int8, ONNX).
 
 Every scenario runs in its own process (LiteLLM's configuration is process-global). The process
-that talks to the provider (the httpx client, the LiteLLM caller or the gateway) is pinned to the
+that talks to the provider (the HTTP client, the LiteLLM caller or the gateway) is pinned to the
 last CPU; the stand-in and the gateway's load generator share the first. So on a 2-CPU machine the
 thing measured has one core to itself, and in every scenario it is one Python process on one core.
 `--no-pin` leaves placement to the kernel. Other work on the machine still competes: the load
