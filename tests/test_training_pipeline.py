@@ -141,6 +141,19 @@ def test_cli_maps_data_errors_to_exit_code_2(tmp_path: Path,
     assert "row 1" in err and "field" in err and "Traceback" not in err
 
 
+def test_one_train_query_asks_for_a_named_variant_then_trains(tmp_path: Path,
+                                                               cache: str) -> None:
+    """Cross-validation with a fold holding every train query has nothing to fit: a clear
+    error naming the way out, not a numpy reshape error; the way out works."""
+    rows = synthetic_rows(n_queries=2, seed=2, test_share=0.3)
+    assert len({r["query_id"] for r in rows if r["split"] == "train"}) == 1
+    data = write_outcomes(tmp_path / "d.jsonl", rows, synthetic_meta())
+    with pytest.raises(DataError, match="--variant NAME --folds 0"):
+        train(data, tmp_path / "a", cache)
+    assert train(data, tmp_path / "b", cache, "--variant", "shared", "--folds", "0") == 0
+    assert (tmp_path / "b" / "manifest.json").is_file()
+
+
 def test_named_policies_without_instructions_warn(tmp_path: Path, cache: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     rows = synthetic_rows(40, policies=("answer_only", "cot"), seed=2)

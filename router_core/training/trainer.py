@@ -123,7 +123,7 @@ def cross_validate(variants: Sequence[Variant], prep: Prepared, policies: Sequen
     for k in range(folds):
         fit_rows = fold_of != k
         val_rows = (fold_of == k) & data.complete
-        if not val_rows.any():  # tiny data: no complete query in this fold
+        if not val_rows.any() or not fit_rows.any():  # tiny data: nothing to score or to fit
             bar.update(len(variants))
             continue
         val = data.subset(val_rows)
