@@ -19,7 +19,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -52,7 +52,6 @@ class Outcome:
     lambda_: float | None = None
     route_ms: float = 0.0
     fallback: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
 
     def response_headers(self) -> dict[str, str]:
         out = {"x-request-id": self.request_id}
@@ -166,8 +165,7 @@ async def _forward(request: Request, body: dict[str, Any], svc: Service, outcome
         try:
             if body.get("stream"):
                 return await _open_stream(request, body, svc, outcome, remaining)
-            result = await until_disconnect(
-                request, asyncio.wait_for(svc.upstream.complete(body), remaining))
+            result = await until_disconnect(request, svc.upstream.complete(body, remaining))
         except APIError:
             raise
         except Exception as exc:  # noqa: BLE001 - mapped through the one error table

@@ -163,21 +163,21 @@ class Upstream:
             params["extra_body"] = {**params.get("extra_body", {}), **extra}
         return params
 
-    async def complete(self, body: dict[str, Any]) -> Any:
-        """Non-streaming call; raises `asyncio.TimeoutError` past the deployment's timeout."""
+    async def complete(self, body: dict[str, Any], deadline_s: float | None = None) -> Any:
+        """Non-streaming call; raises `TimeoutError` past the deployment's timeout or, if
+        sooner, `deadline_s` (the caller's time left)."""
         name = body["model"]
         params = self.split_params(body)
         params.pop("stream", None)
-        return await asyncio.wait_for(
-            self.router.acompletion(model=name, **params), self.timeouts[name] + 0.5)
+        timeout = self.timeouts[name] + 0.5
+        return await asyncio.wait_for(self.router.acompletion(model=name, **params),
+                                      timeout if deadline_s is None else min(timeout, deadline_s))
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[Any]:
-        """Open a stream; the first chunk is awaited under the timeout by the caller."""
-        name = body["model"]
+        """Open a stream. Not timed here: the caller bounds opening it and its first chunk."""
         params = self.split_params(body)
         params["stream"] = True
-        response = await asyncio.wait_for(
-            self.router.acompletion(model=name, **params), self.timeouts[name] + 0.5)
+        response = await self.router.acompletion(model=body["model"], **params)
         return response.__aiter__()  # type: ignore[no-any-return]
 
     def timeout_for(self, name: str) -> float:
