@@ -83,27 +83,25 @@ def sentinel() -> Iterator[Any]:
 
 
 @pytest.fixture
-def make_gateway(tmp_path: Path, standin: StandIn) -> Iterator[Callable[..., Gateway]]:
+def make_gateway(tmp_path: Path, standin: StandIn,
+                 serve_app: Callable[[Any], Gateway]) -> Callable[..., Gateway]:
     """Build and serve a gateway; keyword overrides patch the settings mapping."""
     from gateway.app import build_app
     from gateway.config import parse_settings
 
-    started: list[Gateway] = []
+    built = 0
 
     def factory(settings: dict[str, Any] | None = None, ckpt: Path | None = None,
                 **overrides: Any) -> Gateway:
+        nonlocal built
         if settings is None:
-            ck = ckpt or tiny_checkpoint(tmp_path / f"ckpt{len(started)}")
+            ck = ckpt or tiny_checkpoint(tmp_path / f"ckpt{built}")
             settings = gateway_settings(ck, standin.base_url)
+        built += 1
         settings.update(overrides)
-        app = build_app(parse_settings(settings))
-        gw = Gateway(ServerThread(app).start(), app)
-        started.append(gw)
-        return gw
+        return serve_app(build_app(parse_settings(settings)))
 
-    yield factory
-    for gw in started:
-        gw.server.stop()
+    return factory
 
 
 @pytest.fixture(scope="session")
