@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from .._errors import EmbedderError
 from ..checkpoint import sha256_file
-from .base import EmbeddingArray
+from .base import EmbeddingArray, clip_texts, in_batches
 
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 DIM = 384
@@ -67,7 +67,7 @@ class OnnxMiniLMEmbedder:
         self.threads = threads if threads is not None else max(1, len(os.sched_getaffinity(0)))
         self._session: Any = None
         self._tokenizer: Any = None
-        self._input_names: tuple[str, ...] = ()
+        self._token_type_ids = False
         self._load()
 
     def _load(self) -> None:
@@ -100,29 +100,23 @@ class OnnxMiniLMEmbedder:
             raise EmbedderError(f"ONNX model {model} lacks inputs {sorted(missing)}")
         self._tokenizer = tokenizer
         self._session = session
-        self._input_names = names
+        self._token_type_ids = "token_type_ids" in names
 
     def _embed_batch(self, texts: list[str]) -> EmbeddingArray:
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
         feeds: dict[str, npt.NDArray[np.int64]] = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._input_names:
+        if self._token_type_ids:
             feeds["token_type_ids"] = np.zeros_like(ids)
         (hidden,) = self._session.run(["last_hidden_state"], feeds)
         return mean_pool_normalize(np.asarray(hidden, dtype=np.float32), mask)
 
     def embed(self, texts: Sequence[str]) -> EmbeddingArray:
-        if self._session is None:
-            raise EmbedderError("embedder is closed")
-        if isinstance(texts, str):
-            raise TypeError("embed() takes a sequence of texts, not one str")
-        if not texts:
+        clipped = clip_texts(texts, self.max_chars, closed=self._session is None)
+        if not clipped:
             return np.zeros((0, self.dim), dtype=np.float32)
-        clipped = [t[: self.max_chars] for t in texts]
-        out = [self._embed_batch(clipped[i: i + self.batch_size])
-               for i in range(0, len(clipped), self.batch_size)]
-        return np.concatenate(out, axis=0) if len(out) > 1 else out[0]
+        return in_batches(self._embed_batch, clipped, self.batch_size)
 
     def close(self) -> None:
         self._session = None

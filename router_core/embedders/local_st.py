@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import EmbedderError
-from .base import EmbeddingArray
+from .base import EmbeddingArray, clip_texts
 
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DIM = 384
@@ -67,13 +67,10 @@ class SentenceTransformerEmbedder:
             raise EmbedderError(f"model at {path} gives {got}-d embeddings, expected {DIM}")
 
     def embed(self, texts: Sequence[str]) -> EmbeddingArray:
-        if self._model is None:
-            raise EmbedderError("embedder is closed")
-        if isinstance(texts, str):
-            raise TypeError("embed() takes a sequence of texts, not one str")
-        if not texts:
+        clipped = clip_texts(texts, self.max_chars, closed=self._model is None)
+        if not clipped:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = self._model.encode([t[: self.max_chars] for t in texts], batch_size=self.batch_size,
+        out = self._model.encode(clipped, batch_size=self.batch_size,
                                  normalize_embeddings=True, convert_to_numpy=True,
                                  show_progress_bar=False)
         return np.ascontiguousarray(out, dtype=np.float32)

@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 
 from .._errors import EmbedderError, EmbedderUnavailableError
-from .base import EmbeddingArray
+from .base import EmbeddingArray, clip_texts, in_batches
 
 _PROBE_TEXT = "dimension probe"
 
@@ -78,18 +78,17 @@ class RemoteEmbedder:
         self._dim = int(value)
 
     def embed(self, texts: Sequence[str]) -> EmbeddingArray:
-        if isinstance(texts, str):
-            raise TypeError("embed() takes a sequence of texts, not one str")
-        if not texts:
+        # A closed client is reported by `_post`, after the empty-input shortcut.
+        clipped = clip_texts(texts, self.max_chars)
+        if not clipped:
             return np.zeros((0, self.dim), dtype=np.float32)
-        clipped = [t[: self.max_chars] for t in texts]
-        out = []
-        for start in range(0, len(clipped), self.batch_size):
-            batch = self._request(clipped[start: start + self.batch_size], self._dim)
-            if self._dim is None:
-                self._dim = int(batch.shape[1])
-            out.append(batch)
-        return np.concatenate(out, axis=0) if len(out) > 1 else out[0]
+        return in_batches(self._embed_batch, clipped, self.batch_size)
+
+    def _embed_batch(self, texts: list[str]) -> EmbeddingArray:
+        batch = self._request(texts, self._dim)
+        if self._dim is None:
+            self._dim = int(batch.shape[1])
+        return batch
 
     def close(self) -> None:
         if self._client is not None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import EmbedderError
-from .base import EmbeddingArray
+from .base import EmbeddingArray, clip_texts
 
 _MISSING = ("the 'vllm' embedder needs vLLM in this process: pip install 'r2-gateway[vllm]' "
             "(or run `vllm serve MODEL --runner pooling` and use the 'remote' embedder)")
@@ -40,13 +40,10 @@ class VLLMEmbedder:
         self._llm: Any = vllm.LLM(model=model, runner="pooling", **engine_kwargs)
 
     def embed(self, texts: Sequence[str]) -> EmbeddingArray:
-        if self._llm is None:
-            raise EmbedderError("embedder is closed")
-        if isinstance(texts, str):
-            raise TypeError("embed() takes a sequence of texts, not one str")
-        if not texts:
+        clipped = clip_texts(texts, self.max_chars, closed=self._llm is None)
+        if not clipped:
             return np.zeros((0, self.dim), dtype=np.float32)
-        outputs = self._llm.embed([t[: self.max_chars] for t in texts], use_tqdm=False)
+        outputs = self._llm.embed(clipped, use_tqdm=False)
         if len(outputs) != len(texts):
             raise EmbedderError(f"vLLM returned {len(outputs)} embeddings for {len(texts)} texts")
         try:
