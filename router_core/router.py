@@ -19,10 +19,8 @@ import numpy.typing as npt
 from ._errors import InvalidInputError, NoFeasibleCandidateError
 from .checkpoint import Checkpoint, load_checkpoint
 from .embedders import Embedder, make_embedder
-from .scoring import Candidate, Constraints, Decision, Scorer, check_lambda
+from .scoring import NO_CONSTRAINTS, Candidate, Constraints, Decision, Scorer, check_lambda
 from .text import TokenCounter, messages_text, token_counter, truncate
-
-NO_CONSTRAINTS = Constraints()  # frozen, so one shared default instance is safe
 
 
 class Router:

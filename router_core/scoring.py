@@ -41,6 +41,9 @@ class Constraints:
     max_cost_usd: float | None = None
 
 
+NO_CONSTRAINTS = Constraints()  # frozen, so one shared default instance is safe
+
+
 @dataclass(frozen=True)
 class Candidate:
     model: str
@@ -140,6 +143,11 @@ class Scores:
     quality: F64
     tokens: F64
     cost: F64
+
+
+def _utilities(scores: Scores, lam: float) -> F64:
+    """`(1-lambda)*quality - lambda*cost`, for a lambda already checked."""
+    return (1.0 - lam) * scores.quality - lam * scores.cost
 
 
 def check_lambda(lambda_: float) -> float:
@@ -286,11 +294,10 @@ class Scorer:
         return np.repeat(mask[None], scores.cost.shape[0], axis=0)
 
     def utilities(self, scores: Scores, lambda_: float) -> F64:
-        lam = check_lambda(lambda_)
-        return (1.0 - lam) * scores.quality - lam * scores.cost
+        return _utilities(scores, check_lambda(lambda_))
 
     def pick(self, embeddings: npt.ArrayLike, input_tokens: npt.ArrayLike, lambda_: float,
-             constraints: Constraints = Constraints()) -> tuple[npt.NDArray[np.intp], Scores, F64]:
+             constraints: Constraints = NO_CONSTRAINTS) -> tuple[npt.NDArray[np.intp], Scores, F64]:
         """Batch arg-max: flat index `m*P + p` per row, -1 where nothing is feasible."""
         idx, scores, util, _ = self._pick(embeddings, input_tokens, lambda_, constraints)
         return idx, scores, util
@@ -300,7 +307,7 @@ class Scorer:
               ) -> tuple[npt.NDArray[np.intp], Scores, F64, npt.NDArray[np.bool_]]:
         lam = check_lambda(lambda_)
         scores = self.predict(embeddings, input_tokens)
-        util = self.utilities(scores, lam)
+        util = _utilities(scores, lam)
         mask = self.feasible_mask(scores, constraints)
         masked = np.where(mask, util, -np.inf).reshape(util.shape[0], -1)
         idx = np.argmax(masked, axis=1)  # first maximum: model order, then policy order
@@ -327,7 +334,7 @@ class Scorer:
                      for k, i in enumerate(order.tolist()))
 
     def decide(self, embedding: npt.ArrayLike, input_tokens: int, lambda_: float,
-               constraints: Constraints = Constraints()) -> Decision:
+               constraints: Constraints = NO_CONSTRAINTS) -> Decision:
         idx, scores, util, mask = self._pick(embedding, [input_tokens], lambda_, constraints)
         if scores.quality.shape[0] != 1:
             raise InvalidInputError("decide() takes one embedding; use pick() for a batch",
