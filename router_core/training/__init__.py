@@ -14,7 +14,7 @@ from .evaluate import Arms, Curve, EvalReport, RouterResult, evaluate_prediction
 from .metrics import audc, envelope_at, pareto_envelope, peak, qnc
 from .plot import plot_report
 from .policyfile import PolicyFile, build_policies, load_policy_file, missing_instructions
-from .report import format_table, markdown_table
+from .report import format_table
 from .trainer import (
     cross_validate,
     default_point_policy,
@@ -55,7 +55,6 @@ __all__ = [
     "load_outcomes",
     "load_policy_file",
     "make_checkpoint",
-    "markdown_table",
     "missing_instructions",
     "pareto_envelope",
     "peak",

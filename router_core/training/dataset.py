@@ -53,7 +53,6 @@ class OutcomeData:
     price_source: dict[str, str]
     sources: tuple[str, ...] = ()
     unscored_rows: int = 0
-    policy_notes: dict[str, str] = field(default_factory=dict)
     collected_policies: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -94,7 +93,6 @@ def load_outcomes(paths: Sequence[str | Path]) -> OutcomeData:
     if not paths:
         raise DataError("no data files given")
     prices: dict[str, Prices] = {}
-    notes: dict[str, str] = {}
     collected: dict[str, dict[str, Any]] = {}
     records: list[_Record] = []
     unscored = 0
@@ -102,7 +100,6 @@ def load_outcomes(paths: Sequence[str | Path]) -> OutcomeData:
         path = Path(raw_path)
         meta = read_meta(path)
         _merge_prices(prices, meta, path)
-        notes.update(meta.policies)
         collected.update(meta.collected)
         for number, row in read_rows(path):
             rec = _validate(row, str(path), number)
@@ -112,7 +109,7 @@ def load_outcomes(paths: Sequence[str | Path]) -> OutcomeData:
                 records.append(rec)
     if not records:
         raise DataError("no scored rows", file=str(paths[0]))
-    data = _tensorise(records, prices, notes, tuple(str(p) for p in paths), unscored)
+    data = _tensorise(records, prices, tuple(str(p) for p in paths), unscored)
     data.collected_policies = collected
     return data
 
@@ -212,7 +209,7 @@ def policy_order(labels: Iterable[int | str],
     return [*budgets, *named, *([UNLIMITED] if UNLIMITED in labels else [])]
 
 
-def _tensorise(records: list[_Record], prices: dict[str, Prices], notes: dict[str, str],
+def _tensorise(records: list[_Record], prices: dict[str, Prices],
                sources: tuple[str, ...], unscored: int) -> OutcomeData:
     queries: dict[str, int] = {}
     first: list[_Record] = []
@@ -262,8 +259,7 @@ def _tensorise(records: list[_Record], prices: dict[str, Prices], notes: dict[st
         query_ids=tuple(queries), prompts=tuple(r.prompt for r in first), splits=splits,
         models=tuple(models), policies=tuple(policies), score=arrays["score"],
         input_tokens=arrays["in"], output_tokens=arrays["out"], cost=arrays["cost"],
-        prices=all_prices, price_source=source, sources=sources, unscored_rows=unscored,
-        policy_notes=notes)
+        prices=all_prices, price_source=source, sources=sources, unscored_rows=unscored)
 
 
 def _check_grid(score: F64, models: list[str], policies: list[int | str],

@@ -44,7 +44,6 @@ class EmbeddingCache:
     def __init__(self, root: str | Path, embedder_id: str, dim: int) -> None:
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", embedder_id) or "embedder"
         self.directory = Path(root) / f"{safe}-{dim}"
-        self.embedder_id = embedder_id
         self.dim = dim
         self._vectors: dict[bytes, F32] | None = None
 

@@ -34,12 +34,3 @@ def format_table(report: EvalReport, title: str = "") -> str:
         lines.append(f"r2 at lambda {at['lambda']}: quality {at['quality']:.4f}, "
                      f"cost ${at['cost']:.6f}")
     return "\n".join(lines)
-
-
-def markdown_table(report: EvalReport) -> str:
-    rows = ["| router | AUDC | QNC | peak |", "| --- | --- | --- | --- |"]
-    for name in ROUTERS:
-        if name in report.routers:
-            r = report.routers[name]
-            rows.append(f"| {name} | {_num(r.audc)} | {_num(r.qnc, 3)} | {_num(r.peak)} |")
-    return "\n".join(rows)

@@ -119,10 +119,11 @@ def cross_validate(variants: Sequence[Variant], prep: Prepared, policies: Sequen
     fold_of[order] = np.arange(data.n_queries) % folds
     out: dict[str, list[float]] = {v.name: [] for v in variants}
     tokens = data.token_targets()
+    complete = data.complete
     bar = tqdm(total=folds * len(variants), desc="validating variants", disable=not progress)
     for k in range(folds):
         fit_rows = fold_of != k
-        val_rows = (fold_of == k) & data.complete
+        val_rows = (fold_of == k) & complete
         if not val_rows.any() or not fit_rows.any():  # tiny data: nothing to score or to fit
             bar.update(len(variants))
             continue
