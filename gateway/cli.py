@@ -21,13 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="r2", description="R2 routing gateway: pick the model and the output budget.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"gateway.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"gateway.commands.{name}":
-                continue  # a command not installed in this build
-            raise
-        module.register(sub)
+        importlib.import_module(f"gateway.commands.{name}").register(sub)
     return parser
 
 

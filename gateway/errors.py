@@ -26,7 +26,6 @@ from starlette.responses import JSONResponse
 
 from router_core import (
     EmbedderError,
-    EmbedderUnavailableError,
     InvalidInputError,
     NoFeasibleCandidateError,
     R2Error,
@@ -103,7 +102,7 @@ def to_api_error(exc: BaseException, secrets: Iterable[str] = ()) -> APIError:
         return bad_request(str(exc), exc.param)
     if isinstance(exc, NoFeasibleCandidateError):
         return APIError(400, str(exc), "invalid_request_error", None, "no_feasible_candidate")
-    if isinstance(exc, EmbedderUnavailableError | EmbedderError):
+    if isinstance(exc, EmbedderError):  # EmbedderUnavailableError included
         return APIError(503, "the routing embedder is unavailable", "service_unavailable",
                         None, "embedder_unavailable", {"Retry-After": "1"})
     if isinstance(exc, R2Error):

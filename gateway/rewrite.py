@@ -42,7 +42,7 @@ def apply_policy(body: dict[str, Any], deployment: str, policy: Policy,
     field, client_cap = client_max_tokens(body)
     out = copy.copy(body)
     out["model"] = deployment
-    cap = policy.max_tokens if policy.max_tokens is not None else policy.budget
+    cap = policy.cap
     if cap is not None:
         out[field] = min(cap, client_cap) if client_cap is not None else cap
     elif client_cap is None and deployment_max_tokens is not None:

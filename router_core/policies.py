@@ -46,6 +46,11 @@ class Policy:
     def is_unlimited(self) -> bool:
         return self.name == UNLIMITED
 
+    @property
+    def cap(self) -> int | None:
+        """The `max_tokens` sent under this policy: its own cap, else its budget, else none."""
+        return self.max_tokens if self.max_tokens is not None else self.budget
+
     def render_instruction(self, template: str | None = None) -> str | None:
         """The system instruction for this policy, or None (the budget-free arm has none)."""
         text = self.instruction

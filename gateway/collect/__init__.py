@@ -6,13 +6,15 @@ instruction and `max_tokens` applied by `gateway.rewrite.apply_policy`, then Lit
 an outcome file that `r2 train` and `r2 eval` read. See docs/collect.md.
 """
 
+from router_core.training.readers import meta_path
+
 from .costs import CostCapReached, CostMeter, Price
 from .judge import DEFAULT_JUDGE_PROMPT, parse_judge_score, render_judge_prompt
 from .letters import extract_choice
 from .questions import Question, load_questions, mcq_prompt, parse_question, split_of
 from .runner import Arm, Collector, Completer, RunOptions, RunReport, build_row, read_answer
 from .session import CollectResult, collect
-from .store import OutcomeStore, meta_path, write_meta
+from .store import OutcomeStore, write_meta
 from .summary import ArmSummary, format_summary, summarize
 
 __all__ = [

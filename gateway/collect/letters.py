@@ -20,7 +20,7 @@ lone `a` is an article. Some ARC questions label their choices `1`-`4`: digits c
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 _DECOR = r"[\s\*_`'\"\(\)\[\]\{\}]*"
 _TERSE = re.compile(
@@ -55,7 +55,7 @@ def extract_choice(text: str | None, choices: Mapping[str, str] | Collection[str
         return None
     valid = {letter.upper() for letter in choices}
     body = text.strip()
-    for rule in (_terse, _verdict, _opening):
+    for rule in (_TERSE_RULE, _verdict, _OPENING_RULE):
         found = rule(body, valid)
         if found is not None:
             return found
@@ -66,11 +66,13 @@ def extract_choice(text: str | None, choices: Mapping[str, str] | Collection[str
     return _standalone(body, valid)
 
 
-def _terse(body: str, valid: set[str]) -> str | None:
-    match = _TERSE.match(body)
-    if match and match.group(1).upper() in valid:
-        return match.group(1).upper()
-    return None
+def _anchored(pattern: re.Pattern[str]) -> Callable[[str, set[str]], str | None]:
+    """A rule: the letter `pattern` captures at the start of the answer, if it is a choice."""
+    def rule(body: str, valid: set[str]) -> str | None:
+        match = pattern.match(body)
+        letter = match.group(1).upper() if match else None
+        return letter if letter in valid else None
+    return rule
 
 
 def _verdict(body: str, valid: set[str]) -> str | None:
@@ -87,13 +89,6 @@ def _verdict(body: str, valid: set[str]) -> str | None:
             continue
         found = letter.upper()
     return found
-
-
-def _opening(body: str, valid: set[str]) -> str | None:
-    match = _OPENING.match(body)
-    if match and match.group(1).upper() in valid:
-        return match.group(1).upper()
-    return None
 
 
 def _standalone(body: str, valid: set[str]) -> str | None:
@@ -118,3 +113,7 @@ def _by_choice_text(text: str, choices: Mapping[str, str]) -> str | None:
     hits = {k.upper() for k, v in choices.items()
             if len(v.strip()) >= 2 and v.strip().lower() in lowered}
     return hits.pop() if len(hits) == 1 else None
+
+
+_TERSE_RULE = _anchored(_TERSE)
+_OPENING_RULE = _anchored(_OPENING)

@@ -66,18 +66,16 @@ def collect(settings: GatewaySettings, question_files: Sequence[str | Path], out
     store = OutcomeStore.open(out)
     try:
         specs = {str(p.label): policy_spec(p, settings.budget_instruction) for p in resolved}
-        meta = write_meta(store.path, {d.name: (prices[d.name].input_per_million,
-                                                prices[d.name].output_per_million)
-                                       for d in deployments},
+        per_million = {name: (price.input_per_million, price.output_per_million)
+                       for name, price in prices.items()}
+        meta = write_meta(store.path, {d.name: per_million[d.name] for d in deployments},
                           specs, (str(f) for f in question_files), _run_info(settings, options))
         arms = plan_arms(questions, deployments, resolved, store.done)
         skipped = len(questions) * len(deployments) * len(resolved) - len(arms)
         if upstream is None:
             from ..upstream import Upstream
 
-            upstream = Upstream(settings, prices={
-                name: (price.input_per_million, price.output_per_million)
-                for name, price in prices.items()})
+            upstream = Upstream(settings, prices=per_million)
         collector = Collector(upstream, settings, store, prices, options)
         report = asyncio.run(collector.run(arms)) if arms else RunReport()
     finally:

@@ -23,18 +23,13 @@ from typing import IO, Any
 
 from router_core import Policy
 from router_core.training.errors import DataError
+from router_core.training.readers import meta_path
 
 Key = tuple[str, str, str]
 
 
 def row_key(query_id: str, model: str, policy: str | int) -> Key:
     return (str(query_id), str(model), str(policy))
-
-
-def meta_path(out: Path) -> Path:
-    name = out.name
-    stem = name[: -len(".jsonl")] if name.endswith(".jsonl") else out.stem
-    return out.with_name(stem + ".meta.json")
 
 
 @dataclass
@@ -119,7 +114,7 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
 def policy_spec(policy: Policy, budget_instruction: str) -> dict[str, Any]:
     """What the gateway sends under `policy`: the rendered instruction and the cap."""
     return {"instruction": policy.render_instruction(budget_instruction),
-            "max_tokens": policy.max_tokens if policy.max_tokens is not None else policy.budget}
+            "max_tokens": policy.cap}
 
 
 def describe_policy(spec: dict[str, Any]) -> str:
