@@ -33,13 +33,21 @@ class UnknownModelError(InvalidInputError):
     """A model name (e.g. in an allowed-models list) that the checkpoint does not have."""
 
 
+def with_location(message: str, file: str | None = None, row: int | None = None,
+                  field: str | None = None) -> str:
+    """`message (file F, row R, field X)`, naming only the parts that are known."""
+    where = ", ".join(part for part in (
+        f"file {file}" if file else "",
+        f"row {row}" if row is not None else "",
+        f"field {field}" if field else "") if part)
+    return f"{message} ({where})" if where else message
+
+
 class CheckpointError(R2Error):
     """A checkpoint failed verification or could not be read."""
 
     def __init__(self, message: str, file: str | None = None, field: str | None = None) -> None:
-        where = ", ".join(p for p in (f"file {file}" if file else "",
-                                      f"field {field}" if field else "") if p)
-        super().__init__(f"{message} ({where})" if where else message)
+        super().__init__(with_location(message, file=file, field=field))
         self.file = file
         self.field = field
 

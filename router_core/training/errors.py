@@ -7,7 +7,7 @@ Parquet file) and the field; they never quote prompt text.
 
 from __future__ import annotations
 
-from .._errors import R2Error
+from .._errors import R2Error, with_location
 
 
 class DataError(R2Error):
@@ -15,11 +15,7 @@ class DataError(R2Error):
 
     def __init__(self, message: str, file: str | None = None, row: int | None = None,
                  field: str | None = None) -> None:
-        where = ", ".join(part for part in (
-            f"file {file}" if file else "",
-            f"row {row}" if row is not None else "",
-            f"field {field}" if field else "") if part)
-        super().__init__(f"{message} ({where})" if where else message)
+        super().__init__(with_location(message, file=file, row=row, field=field))
         self.file = file
         self.row = row
         self.field = field

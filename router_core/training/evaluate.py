@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -55,11 +56,11 @@ class Arms:
     quality: F64
     cost: F64
 
-    @property
+    @cached_property
     def mean_cost(self) -> F64:
         return np.asarray(self.cost.mean(axis=0), dtype=np.float64)
 
-    @property
+    @cached_property
     def mean_quality(self) -> F64:
         return np.asarray(self.quality.mean(axis=0), dtype=np.float64)
 

@@ -29,9 +29,7 @@ def interpolate_budgets(heads: FittedHeads, policies: Sequence[Policy], budgets:
     trained = sorted((p.budget, j) for j, p in enumerate(policies) if p.budget is not None)
     known = {b for b, _ in trained}
     new = sorted({int(b) for b in budgets} - known)
-    columns: list[tuple[int, int, float]] = []  # (lo index, hi index, weight) per policy
-    for j in range(len(policies)):
-        columns.append((j, j, 0.0))
+    # A column is (lo index, hi index, weight); a trained policy j is (j, j, 0.0).
     added: list[tuple[int, tuple[int, int, float]]] = []
     for b in new:
         below = [(lb, j) for lb, j in trained if lb < b]
@@ -44,10 +42,10 @@ def interpolate_budgets(heads: FittedHeads, policies: Sequence[Policy], budgets:
         added.append((b, (lj, hj, float(np.log(b / lb) / np.log(hb / lb)))))
     if not added:
         return heads, tuple(policies)
-    budget_cols = sorted([(p.budget, columns[j]) for j, p in enumerate(policies)
+    budget_cols = sorted([(p.budget, (j, j, 0.0)) for j, p in enumerate(policies)
                           if p.budget is not None] + added)
     other = [(j, p) for j, p in enumerate(policies) if p.budget is None]
-    order = [c for _, c in budget_cols] + [columns[j] for j, _ in other]
+    order = [c for _, c in budget_cols] + [(j, j, 0.0) for j, _ in other]
     lo = np.array([c[0] for c in order])
     hi = np.array([c[1] for c in order])
     w = np.array([c[2] for c in order])
