@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..protocol import client_max_tokens
+
 #: Output tokens assumed for a request without `max_tokens` (the budget-free arm on a
 #: deployment without its own `max_tokens`), when reserving against the cost cap.
 UNBOUNDED_OUTPUT_TOKENS = 4096
@@ -42,8 +44,8 @@ def worst_case_tokens(body: dict[str, Any]) -> tuple[int, int]:
     size = sum(len(json.dumps(m.get("content"), ensure_ascii=False).encode("utf-8"))
                for m in messages)
     input_bound = size + TEMPLATE_TOKENS_PER_MESSAGE * (len(messages) + 1)
-    cap = body.get("max_completion_tokens") or body.get("max_tokens")
-    return input_bound, int(cap) if cap else UNBOUNDED_OUTPUT_TOKENS
+    _, cap = client_max_tokens(body)
+    return input_bound, cap if cap is not None else UNBOUNDED_OUTPUT_TOKENS
 
 
 @dataclass

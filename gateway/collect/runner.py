@@ -87,8 +87,12 @@ class RunReport:
     judge_usd: float = 0.0
 
     @property
+    def missing(self) -> int:
+        return self.planned - self.written
+
+    @property
     def complete(self) -> bool:
-        return self.written == self.planned
+        return self.missing == 0
 
 
 class ArmFailed(Exception):

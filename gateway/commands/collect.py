@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(format_summary(result.summary))
     print(f"\nrows: {report.written} written, {result.skipped} already in {args.out}, "
-          f"{report.planned - report.written} missing; spent ${report.spent_usd:.6f} "
+          f"{report.missing} missing; spent ${report.spent_usd:.6f} "
           f"(judge ${report.judge_usd:.6f}); meta {result.meta_path}")
     for reason, count in report.failures.most_common():
         print(f"  failed x{count}: {reason}", file=sys.stderr)
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json_summary, "w", encoding="utf-8") as fh:
             json.dump({"arms": [s.to_json() for s in result.summary],
                        "written": report.written, "skipped": result.skipped,
-                       "missing": report.planned - report.written,
+                       "missing": report.missing,
                        "spent_usd": report.spent_usd, "judge_usd": report.judge_usd,
                        "cost_cap_hit": report.cost_cap_hit}, fh, indent=1)
     if report.complete:
