@@ -237,14 +237,11 @@ def upstream_messages(i: int) -> list[dict[str, str]]:
 def gateway_upstream(config: str) -> Any:
     """The gateway's `Upstream` for `config`, built as `Service` builds it (with its prices)."""
     from gateway.config import load_settings
-    from gateway.service import _apply_prices
-    from gateway.upstream import Upstream
+    from gateway.service import apply_prices, make_upstream
     from router_core.checkpoint import load_checkpoint
 
     settings = load_settings(config)
-    ckpt = _apply_prices(load_checkpoint(settings.checkpoint), settings)
-    return Upstream(settings, prices={m.name: (m.input_price_per_million,
-                                               m.output_price_per_million) for m in ckpt.models})
+    return make_upstream(settings, apply_prices(load_checkpoint(settings.checkpoint), settings))
 
 
 def make_sender(scenario: str, target: str, stack: list[Any]) -> Send:

@@ -41,7 +41,7 @@ from .upstream import Upstream
 log = logging.getLogger("r2.gateway")
 
 
-def _apply_prices(ckpt: Checkpoint, settings: GatewaySettings) -> Checkpoint:
+def apply_prices(ckpt: Checkpoint, settings: GatewaySettings) -> Checkpoint:
     """Deployment prices in gateway.yaml override the checkpoint's (they are the user's)."""
     models = []
     for spec in ckpt.models:
@@ -57,6 +57,12 @@ def _apply_prices(ckpt: Checkpoint, settings: GatewaySettings) -> Checkpoint:
                                       if dep.output_price_per_million is not None
                                       else spec.output_price_per_million)))
     return dataclasses.replace(ckpt, models=tuple(models))
+
+
+def make_upstream(settings: GatewaySettings, ckpt: Checkpoint) -> Upstream:
+    """The LiteLLM upstream, told each model's price from `ckpt` (prices already applied)."""
+    return Upstream(settings, prices={
+        m.name: (m.input_price_per_million, m.output_price_per_million) for m in ckpt.models})
 
 
 def _check_pin(settings: GatewaySettings) -> None:
@@ -88,14 +94,12 @@ class Service:
         ckpt = load_checkpoint(settings.checkpoint,
                                expected_embedder=(self.embedder.id, self.embedder.dim))
         _check_policies(ckpt)
-        self.checkpoint = _apply_prices(ckpt, settings)
+        self.checkpoint = apply_prices(ckpt, settings)
         self.scorer = Scorer(self.checkpoint)
         self.count_tokens: TokenCounter = token_counter(
             settings.input_tokens or self.checkpoint.input_tokens)
         self.metrics = Metrics()
-        self.upstream = Upstream(settings, prices={
-            m.name: (m.input_price_per_million, m.output_price_per_million)
-            for m in self.checkpoint.models})
+        self.upstream = make_upstream(settings, self.checkpoint)
         srv = settings.server
         self.batcher = MicroBatcher(self.embedder, srv.embed_batch_window_ms / 1000,
                                     srv.embed_max_batch, srv.embed_timeout_s,
