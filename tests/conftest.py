@@ -15,10 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import gateway_settings, tiny_checkpoint  # noqa: E402
+from helpers import SHARED, gateway_settings, tiny_checkpoint  # noqa: E402
 from standin import ServerThread, StandIn, start_standin  # noqa: E402
-
-SHARED = Path(os.environ.get("R2_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from router_core import (
 )
 
 HASH_DIM = 64
+#: The read-only shared data (`../shared` beside the checkout, or `$R2_SHARED_DIR`).
+SHARED = Path(os.environ.get("R2_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
 
 
 def tiny_checkpoint(directory: Path, models: tuple[str, ...] = ("strong", "weak"),

@@ -8,19 +8,17 @@ checkout, or `$R2_SHARED_DIR`).
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import SHARED
 
 from router_core import CheckpointError, Router, load_checkpoint
 from router_core.upstream_import import import_release
 
-SHARED = Path(os.environ.get("R2_SHARED_DIR")
-              or Path(__file__).resolve().parents[2] / "shared")
 UPSTREAM = SHARED / "upstream-r2router"
 RELEASE = UPSTREAM / "r2_router"
 

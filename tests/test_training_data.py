@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import SHARED
 
 from router_core import DEFAULT_BUDGET_INSTRUCTION, R2Error
 from router_core.training import (
@@ -20,7 +20,6 @@ from router_core.training import (
 )
 from router_core.training.synthetic import synthetic_meta, synthetic_rows, write_outcomes
 
-SHARED = Path(os.environ.get("R2_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 DATA = SHARED / "data"
 
 

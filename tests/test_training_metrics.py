@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SHARED
 
 from router_core.training import (
     Arms,
@@ -21,7 +20,6 @@ from router_core.training import (
     qnc,
 )
 
-SHARED = Path(os.environ.get("R2_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 DATA = SHARED / "data"
 
 

@@ -6,16 +6,15 @@ ONNX embedder; embeds only the 306 test prompts of mcqa_concise_cot (into a temp
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from helpers import SHARED
 
 from router_core import load_checkpoint, make_embedder
 from router_core.training import evaluate, missing_instructions
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("R2_SHARED_DIR", ROOT.parent / "shared"))
 DATA = SHARED / "data"
 CHECKPOINTS = ROOT / "checkpoints"
 LOCAL_ID = "all-MiniLM-L6-v2-onnx-int8"
