@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from .config import Deployment, GatewaySettings
@@ -67,15 +67,18 @@ def configure_litellm() -> Any:
 class Cooldowns:
     """A deployment that fails `allowed_fails` times within `window_s` sits out `cooldown_s`."""
 
-    def __init__(self, allowed_fails: int, window_s: float, cooldown_s: float) -> None:
+    def __init__(self, allowed_fails: int, window_s: float, cooldown_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.allowed_fails = allowed_fails
         self.window_s = window_s
         self.cooldown_s = cooldown_s
+        #: Seconds, monotonic; tests swap in a fake to step through a cooldown without sleeping.
+        self.clock = clock
         self._fails: dict[str, deque[float]] = {}
         self._until: dict[str, float] = {}
 
     def failure(self, name: str) -> None:
-        now = time.monotonic()
+        now = self.clock()
         fails = self._fails.setdefault(name, deque())
         fails.append(now)
         while fails and now - fails[0] > self.window_s:
@@ -91,7 +94,7 @@ class Cooldowns:
         self._until.pop(name, None)
 
     def cooling(self) -> set[str]:
-        now = time.monotonic()
+        now = self.clock()
         return {name for name, until in self._until.items() if until > now}
 
 

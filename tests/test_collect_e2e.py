@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import TEST_DATA
 
 from gateway.cli import main
 from router_core.training.dataset import load_outcomes
@@ -35,15 +36,15 @@ def gateway_yaml(base_url: str, checkpoint: Path) -> dict[str, Any]:
 
 
 def test_collect_train_eval_and_serve_with_a_real_llama_cpp_model(
-        tmp_path: Path, llama_base_url: str, shared_dir: Path, make_gateway: Any,
+        tmp_path: Path, llama_base_url: str, make_gateway: Any,
         capsys: pytest.CaptureFixture[str]) -> None:
-    questions = shared_dir / "data" / "questions"
+    questions = TEST_DATA / "questions"
     ckpt, out, cache = tmp_path / "ckpt", tmp_path / "mine.jsonl", tmp_path / "cache"
     settings = gateway_yaml(llama_base_url, ckpt)
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump(settings))
-    collect = ["collect", str(questions / "arc-easy-test-100.jsonl"),
-               str(questions / "arc-challenge-test-100.jsonl"), "--limit", "4",
+    collect = ["collect", str(questions / "science-easy.jsonl"),
+               str(questions / "science-hard.jsonl"), "--limit", "4",
                "--config", str(config), "--models", ",".join(MODELS), "--policies", POLICIES,
                "--out", str(out), "--concurrency", "2", "--no-progress"]
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import require_shared
 
 from gateway.collect import OutcomeStore, load_questions, parse_question, split_of, write_meta
 from gateway.collect.store import policy_spec
@@ -96,8 +97,8 @@ def test_plain_prompts_are_open_ended_with_an_optional_reference() -> None:
     assert q.query_id == parse_question({"prompt": "Capital of France?"}, "other").query_id
 
 
-def test_split_is_deterministic_and_about_seventy_thirty(shared_dir: Path) -> None:
-    files = sorted((shared_dir / "data" / "questions").glob("*.jsonl"))
+def test_split_is_deterministic_and_about_seventy_thirty() -> None:
+    files = sorted(require_shared("data", "questions").glob("*.jsonl"))
     questions = load_questions(files)
     assert [q.split for q in questions] == [split_of(q.query_id) for q in questions]
     share = sum(q.split == "test" for q in questions) / len(questions)

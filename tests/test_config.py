@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -56,26 +55,23 @@ def test_provider_key_is_secret_in_repr(monkeypatch: pytest.MonkeyPatch) -> None
     assert "sk-provider-very-secret" not in repr(s) + str(s.model_dump())
 
 
-def test_production_template_builds_with_imported_release(
-        tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """gateway.yaml + `r2 import-checkpoint` output start a gateway; with vLLM down, routing
-    answers 503 in the OpenAI envelope instead of hanging."""
+def test_production_template_serves_the_shipped_release(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """gateway.yaml as shipped (its checkpoint is checkpoints/r2-release) starts a gateway;
+    with vLLM down, routing answers 503 in the OpenAI envelope instead of hanging."""
     from starlette.testclient import TestClient
 
     from gateway.app import build_app
-    from router_core.upstream_import import import_release
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import_release(shared_dir / "upstream-r2router" / "r2_router", tmp_path / "rel",
-                       trust_pickle=True)
-    monkeypatch.setenv("R2_CHECKPOINT", str(tmp_path / "rel"))
+    monkeypatch.delenv("R2_CHECKPOINT", raising=False)
     monkeypatch.setenv("R2_EMBEDDINGS_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-test")
     monkeypatch.setenv("R2_GATEWAY_KEY", "gw-test")
+    monkeypatch.chdir(REPO.parent)  # the checkpoint path is relative to gateway.yaml, not cwd
     settings = load_settings(REPO / "gateway.yaml")
     assert len(settings.deployments) == 11
     assert all(d.model.startswith("openrouter/") for d in settings.deployments)
+    assert settings.checkpoint == REPO / "checkpoints" / "r2-release"
     with TestClient(build_app(settings)) as client:
         auth = {"authorization": "Bearer gw-test"}
         models = client.get("/v1/models", headers=auth).json()

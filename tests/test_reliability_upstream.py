@@ -120,22 +120,26 @@ def test_all_deployments_failing_is_fast_5xx_then_full_recovery(make_gateway: An
 
 def test_failing_deployment_is_cooled_down_routed_around_and_returns(make_gateway: Any,
                                                                      standin: Any) -> None:
-    gw = make_gateway(server={"cooldown": {"allowed_fails": 2, "cooldown_s": 1.0}})
+    gw = make_gateway(server={"cooldown": {"allowed_fails": 2, "cooldown_s": 30.0}})
+    now = [1000.0]  # the cooldown's clock, stepped by hand: no race with a loaded machine
+    gw.service.upstream.cooldowns.clock = lambda: now[0]
     standin.behaviours["up-strong"] = Behaviour(status=500)
     for _ in range(2):
         resp = chat(gw)
         assert resp.status_code == 200
         assert resp.headers["x-r2-model"] == "weak"
         assert resp.headers["x-r2-fallback"] == "upstream-error:strong"
-    cooled_at = time.monotonic()
     standin.received.clear()
     for _ in range(5):  # cooled down: straight to the next-best candidate on another model
+        now[0] += 5.0
         resp = chat(gw)
         assert (resp.status_code, resp.headers["x-r2-model"]) == (200, "weak")
         assert "x-r2-fallback" not in resp.headers
     assert {r["body"]["model"] for r in standin.received} == {"up-weak"}
+    assert gw.service.upstream.cooldowns.cooling() == {"strong"}  # 25 s of 30 s gone
     standin.behaviours.clear()
-    time.sleep(max(0.0, cooled_at + 1.05 - time.monotonic()))
+    now[0] += 5.01
+    assert gw.service.upstream.cooldowns.cooling() == set()
     resp = chat(gw)
     assert (resp.status_code, resp.headers["x-r2-model"]) == (200, "strong")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import SHARED
+from helpers import require_shared
 
 from router_core import DEFAULT_BUDGET_INSTRUCTION, R2Error
 from router_core.training import (
@@ -19,8 +19,6 @@ from router_core.training import (
     missing_instructions,
 )
 from router_core.training.synthetic import synthetic_meta, synthetic_rows, write_outcomes
-
-DATA = SHARED / "data"
 
 
 def rows() -> list[dict[str, Any]]:
@@ -181,15 +179,16 @@ def test_policies_file_errors_name_the_field(tmp_path: Path, text: str, field: s
     assert info.value.field == field
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="shared outcome data not available")
 def test_real_datasets_load() -> None:
-    cot = load_outcomes([DATA / "mcqa_concise_cot.jsonl.gz"])
+    cot_file = require_shared("data", "mcqa_concise_cot.jsonl.gz")
+    rb_file = require_shared("data", "routerbench_subset.jsonl.gz")
+    cot = load_outcomes([cot_file])
     assert cot.score.shape == (1000, 2, 4) and cot.complete.all()
     assert cot.policies == ("answer_only", "concise_cot", "cot", "verbose_cot")
-    rb = load_outcomes([DATA / "routerbench_subset.jsonl.gz"])
+    rb = load_outcomes([rb_file])
     assert rb.score.shape == (3164, 11, 1)
     assert rb.unscored_rows == 104 and int((~rb.complete).sum()) == 14
     assert all(s.startswith("fitted") for s in rb.price_source.values())
     # Same query, model and policy in two files is a duplicate, named as such.
     with pytest.raises(DataError, match="duplicate"):
-        load_outcomes([DATA / "mcqa_concise_cot.jsonl.gz", DATA / "mcqa_concise_cot.jsonl.gz"])
+        load_outcomes([cot_file, cot_file])

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import SHARED
+from helpers import require_shared
 
 from router_core.training import (
     Arms,
@@ -19,8 +19,6 @@ from router_core.training import (
     peak,
     qnc,
 )
-
-DATA = SHARED / "data"
 
 
 def test_pareto_envelope_drops_dominated_points() -> None:
@@ -89,9 +87,8 @@ def test_routers_on_a_known_world() -> None:
     assert out["best_single_arm"] == "dear"
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="shared outcome data not available")
 def test_oracle_audc_on_mcqa_concise_cot_matches_the_reference() -> None:
-    data = load_outcomes([DATA / "mcqa_concise_cot.jsonl.gz"])
+    data = load_outcomes([require_shared("data", "mcqa_concise_cot.jsonl.gz")])
     test = data.subset(data.split_mask("test"))
     n = test.n_queries
     arms = Arms(test.arm_labels(), test.score.reshape(n, -1), test.cost.reshape(n, -1))

@@ -9,13 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import SHARED
+from helpers import require_shared
 
 from router_core import load_checkpoint, make_embedder
 from router_core.training import evaluate, missing_instructions
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = SHARED / "data"
 CHECKPOINTS = ROOT / "checkpoints"
 LOCAL_ID = "all-MiniLM-L6-v2-onnx-int8"
 
@@ -36,12 +35,12 @@ def test_default_is_the_mcqa_concise_cot_checkpoint() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DATA.is_dir(), reason="shared outcome data not available")
 def test_mcqa_concise_cot_targets(tmp_path_factory: pytest.TempPathFactory) -> None:
+    data = require_shared("data", "mcqa_concise_cot.jsonl.gz")
     embedder = make_embedder({"kind": "local"})
     ckpt = load_checkpoint(CHECKPOINTS / "mcqa_concise_cot",
                            expected_embedder=(embedder.id, embedder.dim))
-    report = evaluate([DATA / "mcqa_concise_cot.jsonl.gz"], ckpt, embedder, "cot",
+    report = evaluate([data], ckpt, embedder, "cot",
                       cache_dir=tmp_path_factory.mktemp("emb"), progress=False)
     r = report.routers
     assert report.info["queries"] == 306
