@@ -10,7 +10,10 @@ and pick the utility arg-max, in the same process and run:
   objects rebuilt from the converted arrays (no pickle is loaded for the baseline), then the
   same utility and arg-max.
 
-    python benchmarks/bench_core.py [--shared DIR] [--seconds 2] [--blas-threads N]
+The release is the shipped `checkpoints/r2-release`, the inputs the 300 parity embeddings in
+`tests/data/`, so this runs from a clone alone.
+
+    python benchmarks/bench_core.py [--seconds 2] [--blas-threads N]
 
 `--blas-threads` caps the BLAS (OpenBLAS) thread pool via threadpoolctl: on a small, busy
 machine a multi-threaded GEMM can be several times slower than a single-threaded one.
@@ -23,19 +26,14 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def _shared_dir(arg: str | None) -> Path:
-    default = Path(__file__).resolve().parents[2] / "shared"
-    return Path(arg or os.environ.get("R2_SHARED_DIR") or default)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _ridge_heads(ckpt: Any) -> list[tuple[int, int, str, Any]]:
@@ -108,7 +106,6 @@ def _row(label: str, per_call: list[float], batch: int) -> tuple[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", help="the shared/ folder (default: next to the checkout)")
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     parser.add_argument("--blas-threads", type=int, default=None,
                         help="cap BLAS threads (default: the library's own choice)")
@@ -126,15 +123,10 @@ def run(args: argparse.Namespace) -> int:
     from threadpoolctl import threadpool_info
 
     from router_core import Router, Scorer, load_checkpoint
-    from router_core.upstream_import import import_release
 
-    upstream = _shared_dir(args.shared) / "upstream-r2router"
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the release was pickled by an older scikit-learn
-        import_release(upstream / "r2_router", Path(tmp) / "ckpt", trust_pickle=True)
-        ckpt = load_checkpoint(Path(tmp) / "ckpt")
+    ckpt = load_checkpoint(REPO / "checkpoints" / "r2-release")
     scorer, router, loop = Scorer(ckpt), Router(ckpt), RidgeLoop(ckpt)
-    emb = np.load(upstream / "parity_embeddings.npy").astype(np.float32)
+    emb = np.load(REPO / "tests" / "data" / "parity_embeddings.npy").astype(np.float32)
     rng = np.random.default_rng(0)
     tokens = rng.integers(10, 5000, size=len(emb)).astype(np.float64)
     lam = 0.9

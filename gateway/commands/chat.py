@@ -14,10 +14,12 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("chat", help="route a prompt and generate the answer via the deployments")
+    p = sub.add_parser("chat", help="route a prompt and generate the answer via the deployments "
+                       "(needs them reachable, e.g. a local LLM server)")
     p.add_argument("text", help="the user message")
     p.add_argument("--config", required=True, help="gateway YAML file")
-    p.add_argument("--lambda", dest="lambda_", type=float, help="cost weight in [0, 1]")
+    p.add_argument("--lambda", dest="lambda_", type=float, metavar="L",
+                   help="cost weight in [0, 1]: 0 = quality only, 1 = cost only")
     p.add_argument("--system", help="optional system message")
     p.add_argument("--max-tokens", type=int, help="client cap on output tokens")
     p.add_argument("--json", action="store_true", help="print the decision and answer as JSON")

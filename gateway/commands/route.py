@@ -21,14 +21,20 @@ KNOWN_EMBEDDERS = {
 def register(sub: Any) -> None:
     p = sub.add_parser("route", help="pick the (model, budget) for a text or embeddings")
     p.add_argument("text", nargs="?", help="the query to route")
-    p.add_argument("--checkpoint", help=f"checkpoint directory (default {DEFAULT_CHECKPOINT})")
-    p.add_argument("--config", help="gateway YAML: checkpoint, embedder and default lambda")
-    p.add_argument("--lambda", dest="lambda_", type=float, help="cost weight in [0, 1]")
-    p.add_argument("--embeddings", help="route each row of this .npy file instead of a text")
-    p.add_argument("--input-tokens", type=int, help="input tokens for cost (with --embeddings)")
-    p.add_argument("--models", help="comma list of allowed models")
-    p.add_argument("--max-budget", type=int, help="largest budget to consider")
-    p.add_argument("--max-cost-usd", type=float, help="largest predicted cost to accept")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help=f"checkpoint directory (default {DEFAULT_CHECKPOINT})")
+    p.add_argument("--config", metavar="F",
+                   help="gateway YAML: checkpoint, embedder and default lambda")
+    p.add_argument("--lambda", dest="lambda_", type=float, metavar="L",
+                   help="cost weight in [0, 1]: 0 = quality only, 1 = cost only")
+    p.add_argument("--embeddings", metavar="X.npy",
+                   help="route each row of this .npy file instead of a text")
+    p.add_argument("--input-tokens", type=int, metavar="N",
+                   help="input tokens for cost (with --embeddings)")
+    p.add_argument("--models", metavar="A,B", help="comma list of allowed models")
+    p.add_argument("--max-budget", type=int, metavar="N", help="largest budget to consider")
+    p.add_argument("--max-cost-usd", type=float, metavar="USD",
+                   help="largest predicted cost to accept")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--verbose", action="store_true", help="list every candidate by utility")
     p.set_defaults(func=run)

@@ -11,8 +11,10 @@ from typing import Any
 def register(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve the OpenAI-compatible routing gateway")
     p.add_argument("--config", required=True, help="gateway YAML file")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1", metavar="H",
+                   help="interface to listen on (default %(default)s; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8080, metavar="P",
+                   help="TCP port to listen on (default %(default)s)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
