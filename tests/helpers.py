@@ -36,6 +36,7 @@ def in_ci() -> bool:
 def skip_or_fail(reason: str) -> NoReturn:
     """Skip with `reason`, or fail with it under CI, so a CI that lost its data or its
     llama.cpp server cannot go green by skipping."""
+    __tracebackhide__ = True  # report the test's line, not this one
     if in_ci():
         pytest.fail(f"{reason} (CI=true: missing test data is a failure)", pytrace=False)
     pytest.skip(reason)
@@ -44,6 +45,7 @@ def skip_or_fail(reason: str) -> NoReturn:
 def require_shared(*parts: str) -> Path:
     """`SHARED/parts...`, for tests whose point is a number on the shared data; skips (fails
     under CI=true) with one reason when it is absent."""
+    __tracebackhide__ = True
     path = SHARED.joinpath(*parts)
     if not path.exists():
         skip_or_fail(f"shared data not found at {path}: set R2_SHARED_DIR to the folder holding "
