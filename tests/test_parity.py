@@ -180,3 +180,12 @@ def test_import_without_trust_pickle_refuses_and_creates_nothing(tmp_path: Path)
     with pytest.raises(CheckpointError, match="pickle"):
         import_release(root, dest)
     assert not dest.exists()
+
+
+def test_parity_fixtures_carry_the_release_notice() -> None:
+    from router_core.release_notice import MIT_NOTICE
+
+    readme = (TEST_DATA / "README.md").read_text()
+    assert MIT_NOTICE in readme
+    for name in ("parity_cases.jsonl", "parity_embeddings.npy"):
+        assert f"`{name}` | `{sha256_file(TEST_DATA / name)}`" in readme

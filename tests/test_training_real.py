@@ -1,7 +1,8 @@
 """The shipped checkpoints against the issue's targets, on the real test split.
 
-Needs the shared outcome data (`../shared/data` or `$R2_SHARED_DIR/data`) and the local MiniLM
-ONNX embedder; embeds only the 306 test prompts of mcqa_concise_cot (into a temporary cache).
+The targets test needs the shared outcome data (`../shared/data` or `$R2_SHARED_DIR/data`; it
+skips without them, fails under CI=true) and the local MiniLM ONNX embedder; it embeds only the
+306 test prompts of mcqa_concise_cot (into a temporary cache).
 """
 
 from __future__ import annotations
