@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from helpers import REPO, TEST_DATA, require_shared
 
+from gateway.cli import main
 from router_core import CheckpointError, Router, load_checkpoint
 from router_core.checkpoint import sha256_file
 from router_core.upstream_import import import_release
@@ -134,7 +135,8 @@ def test_parity_fixtures_are_the_published_cases() -> None:
         assert sha256_file(TEST_DATA / name) == sha256_file(upstream / name)
 
 
-def test_import_records_every_original_file_and_writes_the_notice(tmp_path: Path) -> None:
+def test_import_records_every_original_file_and_writes_the_notice(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """On a two-model miniature of the release (same layout, joblib Ridge heads)."""
     import joblib
     from sklearn.linear_model import Ridge
@@ -157,7 +159,12 @@ def test_import_records_every_original_file_and_writes_the_notice(tmp_path: Path
         "token_limits": [10, 100, "unlimited"], "models": models}))
     (root / "router.py").write_text("# code, not data: not hashed\n")
 
-    ckpt = import_release(root, tmp_path / "out", trust_pickle=True)
+    out = tmp_path / "out"
+    assert main(["import-checkpoint", str(root), str(out)]) == 2  # no --trust-pickle
+    assert not out.exists()
+    assert main(["import-checkpoint", str(root), str(out), "--trust-pickle"]) == 0
+    assert "README.md" in capsys.readouterr().out
+    ckpt = load_checkpoint(out)
     originals = ckpt.provenance["original_files"]
     assert sorted(originals) == sorted(
         ["r2_router/config.json"] + [f"r2_router/checkpoints/{m}_ridge/{f}" for m in models
@@ -165,7 +172,6 @@ def test_import_records_every_original_file_and_writes_the_notice(tmp_path: Path
                                                "unlimited_score_predictor.joblib",
                                                "unlimited_token_predictor.joblib")])
     assert originals["r2_router/config.json"] == sha256_file(root / "config.json")
-    assert load_checkpoint(tmp_path / "out").provenance == ckpt.provenance
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "MIT License" in readme and originals["r2_router/config.json"] in readme
     assert f"r2 import-checkpoint {root} {tmp_path / 'out'} --trust-pickle" in readme

@@ -26,5 +26,6 @@ def run(args: argparse.Namespace) -> int:
         ckpt = import_release(args.src, args.dest, trust_pickle=args.trust_pickle)
     heads = len(ckpt.models) * len(ckpt.policies)
     print(f"imported {len(ckpt.models)} models x {len(ckpt.policies)} policies "
-          f"({heads} quality heads, {ckpt.embedder.dim}-d {ckpt.embedder.id}) into {args.dest}")
+          f"({heads} quality heads, {ckpt.embedder.dim}-d {ckpt.embedder.id}) into {args.dest}; "
+          "licence notice and provenance in its README.md")
     return 0
