@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -158,17 +159,17 @@ PARSE_INLINE_BYTES = 64 * 1024
 
 def parse_request(raw: bytes, max_messages: int) -> dict[str, Any]:
     """Parse and validate a chat body (CPU-bound: for a large body, run it in a thread)."""
-    body = parse_json_body(raw)
-    messages = body.get("messages")
-    if isinstance(messages, list) and len(messages) > max_messages:
-        raise APIError(400, f"too many messages: at most {max_messages} are accepted",
-                       "invalid_request_error", "messages", "too_many_messages")
+    body = parse_json_body(raw, max_messages)
     validate_chat_body(body)
     return body
 
 
 def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> FastAPI:
     svc = Service(settings, embedder)
+
+    # One thread parses large bodies, one at a time: more threads would only compete with the
+    # event loop for the interpreter lock (parsing is CPU-bound Python and C).
+    parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="r2-parse")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -177,6 +178,7 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
             yield
         finally:
             await svc.stop()
+            parser.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="r2-gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = svc
@@ -196,7 +198,8 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
             raw = await read_body(request, server.max_body_bytes,
                                   min(server.body_timeout_s, server.request_timeout_s))
             if len(raw) > PARSE_INLINE_BYTES:
-                body = await asyncio.to_thread(parse_request, raw, server.max_messages)
+                body = await asyncio.get_running_loop().run_in_executor(
+                    parser, parse_request, raw, server.max_messages)
             else:
                 body = parse_request(raw, server.max_messages)
             svc.admit()

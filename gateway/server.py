@@ -143,6 +143,34 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         log.info("request id=%s status=%d error=%s", request_id, status, code)
 
 
+#: Descriptors the process needs besides client connections: upstream connections (one per
+#: admitted request at most), the model files, logs, the embedder's sockets.
+FD_HEADROOM = 256
+
+
+def raise_fd_limit(server: ServerSettings) -> int:
+    """Raise the soft descriptor limit to the hard one (as Go's runtime does) and warn when
+    `max_connections` plus upstream connections would not fit under it; returns the limit."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    needed = server.max_connections + server.max_concurrency + FD_HEADROOM
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning("the file descriptor limit (%d) is below server.max_connections + "
+                    "server.max_concurrency + %d = %d: raise it (ulimit -n, the container's "
+                    "nofile ulimit) or lower max_connections", soft, FD_HEADROOM, needed)
+    return int(soft)
+
+
 def guarded_protocol(limits: HeadLimits) -> type[GuardedHttpToolsProtocol]:
     """The protocol class for uvicorn's `http=` option, bound to these limits."""
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})

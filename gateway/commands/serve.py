@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..app import build_app
     from ..config import load_settings
-    from ..server import uvicorn_config
+    from ..server import raise_fd_limit, uvicorn_config
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     # them (~0.5 s with the event loop stopped, the p99 under load). Freeze them out of it.
     gc.collect()
     gc.freeze()
+    raise_fd_limit(settings.server)
     config = uvicorn_config(app, settings.server, host=args.host, port=args.port,
                             log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=5)
