@@ -120,6 +120,20 @@ def fast_stream(chunks: int) -> Callable[[socket.socket], None]:
     return mode
 
 
+def paced_stream(interval_s: float, chunks: int) -> Callable[[socket.socket], None]:
+    """A stream of `chunks` one-token events, one every `interval_s`."""
+    event = _chunked(sse_events(1))
+
+    def mode(conn: socket.socket) -> None:
+        conn.sendall(SSE_HEAD)
+        for _ in range(chunks):
+            conn.sendall(event)
+            time.sleep(interval_s)
+        conn.sendall(_chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+
+    return mode
+
+
 def endless_stream(interval_s: float) -> Callable[[socket.socket], None]:
     """A stream that never ends: one token every `interval_s`, well inside any gap timeout."""
     event = _chunked(sse_events(1))

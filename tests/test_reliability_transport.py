@@ -174,13 +174,27 @@ def test_too_many_messages_is_400_and_the_loop_stays_responsive(make_gateway: An
     assert resp.json()["error"]["code"] == "too_many_messages"
 
 
-def test_large_allowed_bodies_are_parsed_off_the_loop(make_gateway: Any, standin: Any) -> None:
+def test_large_allowed_bodies_are_parsed_off_the_loop(make_gateway: Any, standin: Any,
+                                                     monkeypatch: Any) -> None:
+    import gateway.app
+
+    threads: list[str] = []
+    validate = gateway.app.validate_chat_body
+
+    def recording(body: dict[str, Any]) -> None:
+        threads.append(threading.current_thread().name)
+        validate(body)
+
+    monkeypatch.setattr(gateway.app, "validate_chat_body", recording)
     gw = make_gateway()
     body = big_body(2_000, 4 * 1024 * 1024)
     # /v1/route: parsed, validated and routed like a chat request, without the upstream call
     statuses, worst = asyncio.run(healthz_while(gw.url, [body] * 8, "/v1/route"))
     assert statuses == [200] * 8
-    assert worst < 0.5, f"/healthz stalled {worst:.2f} s"
+    assert threads == ["r2-parse_0"] * 8  # one worker thread, never the event loop's
+    assert worst < 1.0, f"/healthz stalled {worst:.2f} s"
+    small = httpx.post(f"{gw.url}/v1/route", json={"model": "r2-auto", "messages": USER})
+    assert small.status_code == 200 and threads[-1] != "r2-parse_0"  # small ones stay inline
 
 
 FAILURES = [

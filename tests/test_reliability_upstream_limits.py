@@ -5,6 +5,7 @@ cap and a deadline while it is read. Each peer is a raw socket (tests/peers.py),
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,14 @@ import httpx
 import pytest
 from faults import chat_request, open_request, read_response, read_until, wait_until
 from helpers import gateway_settings, tiny_checkpoint
-from peers import RawUpstream, endless_stream, fast_stream, huge_json, trickled_json
+from peers import (
+    RawUpstream,
+    endless_stream,
+    fast_stream,
+    huge_json,
+    paced_stream,
+    trickled_json,
+)
 
 USER = [{"role": "user", "content": "Explain photosynthesis briefly."}]
 STREAM = {"model": "r2-auto", "messages": USER, "stream": True}
@@ -58,6 +66,35 @@ def test_client_leaving_a_flooding_stream_frees_slot_and_upstream_within_1s(
     start = time.monotonic()
     assert httpx.get(f"{gw.url}/healthz", timeout=2).status_code == 200
     assert time.monotonic() - start < 0.5
+
+
+def test_client_leaving_a_100_per_second_stream_on_a_busy_cpu_frees_it_within_1s(
+        make_gateway: Any, tmp_path: Path, upstream: Any) -> None:
+    up = upstream(paced_stream(0.01, 10_000))
+    gw = gateway_for(make_gateway, tmp_path, up, max_concurrency=4)
+    up.mode = fast_stream(1_000)  # warm the gateway before the CPU gets busy
+    assert read_response(open_request(gw.server.port, chat_request(STREAM)), 20)[0] == 200
+    up.mode = paced_stream(0.01, 10_000)
+    stop = threading.Event()
+
+    def burn() -> None:  # Python work competing with the gateway's loop for the interpreter
+        while not stop.is_set():
+            sum(i * i for i in range(10_000))
+
+    burners = [threading.Thread(target=burn, daemon=True)]
+    for burner in burners:
+        burner.start()
+    try:
+        for _ in range(5):
+            sock = open_request(gw.server.port, chat_request(STREAM))
+            assert b"data: " in read_until(sock, b"data: ", 10)
+            time.sleep(0.1)
+            left = time.monotonic()
+            sock.close()
+            assert wait_until(lambda: up.active == 0 and gw.service.in_flight == 0, 5)
+            assert up.closed_at[-1] - left < 1.0
+    finally:
+        stop.set()
 
 
 def test_all_slots_come_back_after_many_clients_leave_flooding_streams(
