@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,15 +30,15 @@ from .config import GatewaySettings
 from .errors import APIError, to_api_error
 from .metrics import CONTENT_TYPE
 from .protocol import parse_json_body, validate_chat_body
+from .requestlog import RequestLog
 from .service import Service
 
-log = logging.getLogger("r2.gateway")
 Handler = Callable[[Request, dict[str, Any], Service], Awaitable[Response]]
 
 
 async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
-    """Read the body within `timeout_s` (408: a client trickling its body must not hold an
-    admission slot forever), refusing (413) as soon as it is known to exceed `limit`."""
+    """Read the body within `timeout_s` (408: a client trickling its body must not hold its
+    connection and buffer forever), refusing (413) as soon as it is known to exceed `limit`."""
     try:
         return await asyncio.wait_for(_read_body(request, limit), timeout_s)
     except TimeoutError:
@@ -81,25 +81,95 @@ def check_auth(request: Request, svc: Service) -> None:
                    "invalid_api_key", {"WWW-Authenticate": "Bearer"})
 
 
-class HeldStream(StreamingResponse):
-    """A stream that holds its admission slot until it has ended (or its client has left):
-    a stream costs an upstream connection for as long as it runs, not just until its first
-    chunk, so it counts against `max_concurrency` for that long."""
+class HeldStream(Response):
+    """A stream that holds its admission slot until it has ended or its client has left: a
+    stream costs an upstream connection for as long as it runs, so it counts against
+    `max_concurrency` for that long.
+
+    Why a client leaving a fast stream used to leak it (issue 13, item 1): when the upstream
+    floods, the next chunk is always ready, so awaiting it never suspends the task, and
+    uvicorn's `send` neither suspends nor fails once the client is gone (it drops the data).
+    The event loop never ran: the disconnect was never read, Starlette's cancellation never
+    delivered, and the stream was consumed to its end with every other request starved. Here
+    the pump yields to the loop after every event, the client's leaving sets a flag checked
+    before every event (besides cancelling the pump), and the body iterator, which closes the
+    upstream stream, is always closed at the end."""
 
     def __init__(self, inner: StreamingResponse, release: Callable[[], None]) -> None:
-        super().__init__(inner.body_iterator, inner.status_code, background=inner.background)
+        self.status_code = inner.status_code
         self.raw_headers = inner.raw_headers
+        self.background = None
+        self._body = inner.body_iterator
         self._release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        pump = asyncio.ensure_future(self._pump(send, gone))
+        watcher = asyncio.ensure_future(watch())
         try:
-            await super().__call__(scope, receive, send)
+            await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not pump.done():  # the client left
+                pump.cancel()
+                await asyncio.wait({pump})
+            if not pump.cancelled() and pump.exception() is not None:
+                raise pump.exception()  # type: ignore[misc]
+            if gone.is_set():
+                scope.setdefault("state", {}).setdefault("error", "client_closed")
         finally:
+            watcher.cancel()
+            if not pump.done():
+                pump.cancel()
             self._release()
+
+    async def _pump(self, send: Send, gone: asyncio.Event) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code,
+                        "headers": self.raw_headers})
+            async for chunk in self._body:
+                if gone.is_set():
+                    return
+                body = chunk if isinstance(chunk, bytes) else str(chunk).encode()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                # With a fast upstream neither LiteLLM's next chunk nor `send` (which drops
+                # data once the client is gone) ever suspends: without this the loop never
+                # runs, so it never sees the disconnect, nor serves anyone else.
+                await asyncio.sleep(0)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            closer = getattr(self._body, "aclose", None)
+            if closer is not None:
+                await closer()
+
+
+def _shed_if_full(svc: Service) -> None:
+    """503 before the body is read when no slot is free (the slot itself is taken later)."""
+    if svc.in_flight >= svc.settings.server.max_concurrency:
+        svc.admit()  # raises the 503 and counts the rejection
+
+
+#: Bodies larger than this are parsed and validated in a worker thread, off the event loop.
+PARSE_INLINE_BYTES = 64 * 1024
+
+
+def parse_request(raw: bytes, max_messages: int) -> dict[str, Any]:
+    """Parse and validate a chat body (CPU-bound: for a large body, run it in a thread)."""
+    body = parse_json_body(raw, max_messages)
+    validate_chat_body(body)
+    return body
 
 
 def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> FastAPI:
     svc = Service(settings, embedder)
+
+    # One thread parses large bodies, one at a time: more threads would only compete with the
+    # event loop for the interpreter lock (parsing is CPU-bound Python and C).
+    parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="r2-parse")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -108,29 +178,39 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
             yield
         finally:
             await svc.stop()
+            parser.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="r2-gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = svc
     _register_errors(app, svc)
+    app.add_middleware(RequestLog)
+
+    server = settings.server
 
     async def endpoint(request: Request, name: str, handler: Handler) -> Response:
+        # Order matters: an unauthenticated or slow client must not hold an admission slot.
+        # Key first, then the body under its own short timeout, then parsing (off the loop
+        # when large), and only then a slot, for the work itself.
         admitted = False
         try:
+            check_auth(request, svc)
+            _shed_if_full(svc)
+            raw = await read_body(request, server.max_body_bytes,
+                                  min(server.body_timeout_s, server.request_timeout_s))
+            if len(raw) > PARSE_INLINE_BYTES:
+                body = await asyncio.get_running_loop().run_in_executor(
+                    parser, parse_request, raw, server.max_messages)
+            else:
+                body = parse_request(raw, server.max_messages)
             svc.admit()
             admitted = True
-            check_auth(request, svc)
-            raw = await read_body(request, settings.server.max_body_bytes,
-                                  settings.server.request_timeout_s)
-            body = parse_json_body(raw)
-            validate_chat_body(body)
             response = await handler(request, body, svc)
             if isinstance(response, StreamingResponse):
                 response, admitted = HeldStream(response, svc.release), False
         except Exception as exc:  # noqa: BLE001 - every failure leaves through the table
             err = to_api_error(exc, svc.secrets)
-            if err.status >= 500 and not isinstance(exc, APIError):
-                log.warning("request failed: status=%s code=%s error=%s", err.status, err.code,
-                            type(exc).__name__)
+            request.state.error = err.code if isinstance(exc, APIError) \
+                else f"{err.code}:{type(exc).__name__}"
             response = err.response()
         finally:
             if admitted:
@@ -180,9 +260,7 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
 def _register_errors(app: FastAPI, svc: Service) -> None:
     async def api_error(request: Request, exc: Exception) -> Response:
         err = to_api_error(exc, svc.secrets)
-        if err.status >= 500:
-            log.warning("request failed: status=%s code=%s path=%s", err.status, err.code,
-                        request.url.path)
+        request.state.error = err.code
         return err.response()
 
     async def validation_error(request: Request, exc: Exception) -> Response:
@@ -196,7 +274,7 @@ def _register_errors(app: FastAPI, svc: Service) -> None:
                         "invalid_request_error", None, code).response()
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unexpected error: %s on %s", type(exc).__name__, request.url.path)
+        request.state.error = f"internal_error:{type(exc).__name__}"
         return APIError(500, "internal error", "server_error", None, "internal_error").response()
 
     app.add_exception_handler(APIError, api_error)

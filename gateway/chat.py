@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,8 +27,10 @@ from router_core import Decision, EmbedderError
 
 from .errors import APIError, to_api_error
 from .protocol import RouteHeaders, client_max_tokens, not_found_model, parse_route_headers
+from .requestlog import new_request_id
 from .rewrite import apply_policy
 from .service import Service
+from .transport import ResponseTooLargeError
 
 log = logging.getLogger("r2.gateway")
 T = TypeVar("T")
@@ -38,8 +38,6 @@ R2_AUTO = "r2-auto"
 RETRYABLE = {500, 502, 503, 504}
 #: A fallback is not worth starting with less time than this left before the deadline.
 MIN_ATTEMPT_S = 0.1
-#: A client's `x-request-id` is echoed and logged only if it looks like an id.
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 @dataclass
@@ -97,19 +95,16 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
 
 
 async def handle_chat(request: Request, body: dict[str, Any], svc: Service) -> Response:
-    given = request.headers.get("x-request-id", "")
-    request_id = given if _REQUEST_ID.fullmatch(given) else f"r2-{uuid.uuid4().hex[:16]}"
+    request_id = getattr(request.state, "request_id", None) or new_request_id()
     model = body["model"]
-    start = time.perf_counter()
     if model == R2_AUTO:
         outcome, upstream_body = await _route(request, body, svc, request_id)
     elif model in svc.deployment_names:
         outcome, upstream_body = Outcome(request_id, model), body
     else:
         raise not_found_model()
-    response = await _forward(request, upstream_body, svc, outcome, body)
-    _log(outcome, start)
-    return response
+    request.state.outcome = outcome  # for the request's log line (gateway/requestlog.py)
+    return await _forward(request, upstream_body, svc, outcome, body)
 
 
 async def _route(request: Request, body: dict[str, Any], svc: Service,
@@ -235,34 +230,62 @@ async def _open_stream(request: Request, body: dict[str, Any], svc: Service,
     iterator, head = await until_disconnect(
         request, asyncio.wait_for(first(), min(timeout + 0.5, remaining)))
     svc.upstream.cooldowns.success(name)
-    return StreamingResponse(_sse(iterator, head, svc, outcome, timeout),
+    return StreamingResponse(_sse(iterator, head, svc, outcome, timeout, request.state),
                              media_type="text/event-stream",
                              headers={**outcome.response_headers(), "cache-control": "no-cache"})
 
 
 async def _sse(iterator: AsyncIterator[Any], head: Any, svc: Service, outcome: Outcome,
-               timeout: float) -> AsyncIterator[str]:
+               timeout: float, state: Any) -> AsyncIterator[str]:
+    """The stream's events. Each gap is bounded by the deployment's `timeout` and the whole
+    stream by `server.max_stream_s`; its size by `server.max_response_bytes` (counted here as
+    well as in the HTTP client, so that every provider is bounded).
+
+    `asyncio.timeout`, not `asyncio.wait_for`: on Python 3.11, `wait_for` returns the result
+    and swallows a cancellation that arrives when the awaited chunk is already there, which
+    with a fast upstream is nearly always, so a stream whose client had left was consumed to
+    its end (issue 13, item 1)."""
+    server = svc.settings.server
+    deadline = time.monotonic() + server.max_stream_s
+    sent = 0
     chunk: Any = head
     try:
         while True:
             data = _to_dict(chunk)
             data["model"] = outcome.deployment
             _observe_usage(svc, outcome, data)  # usage chunk and finish reasons
-            yield f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+            event = f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+            sent += len(event)
+            if sent > server.max_response_bytes:
+                raise ResponseTooLargeError(server.max_response_bytes)
+            yield event
+            left = deadline - time.monotonic()
             try:
-                chunk = await asyncio.wait_for(anext(iterator), timeout)
+                if left <= 0:
+                    raise _stream_too_long(server.max_stream_s)
+                async with asyncio.timeout(min(timeout, left)):
+                    chunk = await anext(iterator)
             except StopAsyncIteration:
                 break
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise _stream_too_long(server.max_stream_s) from None
+                raise
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - the stream already started: report in-band
         err = to_api_error(exc, svc.secrets)
         svc.metrics.upstream_errors.labels(outcome.deployment, str(err.status)).inc()
-        log.warning("stream %s failed after start: %s", outcome.request_id, err.code)
+        state.error = err.code
         yield f"data: {json.dumps(err.body())}\n\n"
     finally:
         await _close(iterator)
     yield "data: [DONE]\n\n"
+
+
+def _stream_too_long(limit_s: float) -> APIError:
+    return APIError(504, f"the stream ran longer than the gateway's limit of {limit_s:g} s",
+                    "timeout", None, "stream_too_long")
 
 
 async def _close(iterator: AsyncIterator[Any]) -> None:
@@ -272,14 +295,6 @@ async def _close(iterator: AsyncIterator[Any]) -> None:
             await closer()
         except Exception:  # noqa: BLE001 - best effort on an already failed stream
             pass
-
-
-def _log(outcome: Outcome, start: float) -> None:
-    c = outcome.decision.chosen if outcome.decision else None
-    log.info("request id=%s model=%s budget=%s utility=%s fallback=%s latency_ms=%.1f",
-             outcome.request_id, outcome.deployment, c.budget if c else "-",
-             f"{c.utility:.6g}" if c else "-", outcome.fallback or "-",
-             (time.perf_counter() - start) * 1000)
 
 
 async def handle_route(request: Request, body: dict[str, Any], svc: Service) -> Response:

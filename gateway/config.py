@@ -61,6 +61,23 @@ class ServerSettings(_Strict):
     embed_timeout_s: float = Field(default=10.0, gt=0)
     cooldown: CooldownSettings = Field(default_factory=CooldownSettings)
     log_prompts: bool = False
+    # Transport limits (docs/reliability.md): what one client or upstream can hold.
+    #: Bytes of a request head (request line and headers); beyond it, 431.
+    max_header_bytes: int = Field(default=32 * 1024, gt=0)
+    #: Header lines in a request; beyond it, 431.
+    max_headers: int = Field(default=100, gt=0)
+    #: Seconds from a connection's first byte (or its last response) to a complete request head.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    #: Seconds to receive the body once the head is in (408); no admission slot is held meanwhile.
+    body_timeout_s: float = Field(default=15.0, gt=0)
+    #: Messages in one request; beyond it, 400.
+    max_messages: int = Field(default=2048, gt=0)
+    #: Bytes of one upstream answer (a JSON body, or a whole stream); beyond it, 502.
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    #: Total seconds one stream may run, whatever its pace; then it ends with an error event.
+    max_stream_s: float = Field(default=1800.0, gt=0)
+    #: Open client connections; beyond it, uvicorn answers 503 (keep it under `ulimit -n`).
+    max_connections: int = Field(default=2048, gt=0)
 
     @field_validator("api_keys")
     @classmethod

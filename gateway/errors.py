@@ -33,6 +33,7 @@ from router_core import (
 )
 
 from .redaction import mask_secrets
+from .transport import response_too_large
 
 
 class APIError(Exception):
@@ -94,6 +95,9 @@ def to_api_error(exc: BaseException, secrets: Iterable[str] = ()) -> APIError:
     """
     if isinstance(exc, APIError):
         return exc
+    if response_too_large(exc):
+        return APIError(502, "the upstream answer exceeds the gateway's size limit",
+                        "upstream_error", None, "upstream_response_too_large")
     if isinstance(exc, ClientDisconnect):  # gone while sending its body: not our failure
         return APIError(499, "client closed the request", "client_closed", None, "client_closed")
     if isinstance(exc, UnknownModelError):

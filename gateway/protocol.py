@@ -60,13 +60,17 @@ class RouteHeaders:
     models: tuple[str, ...] | None
 
 
-def parse_json_body(raw: bytes) -> dict[str, Any]:
+def parse_json_body(raw: bytes, max_messages: int | None = None) -> dict[str, Any]:
     try:
         body = json.loads(raw, parse_int=_parse_int)
     except (ValueError, RecursionError):  # ValueError: bad UTF-8 or bad JSON
         raise bad_request("request body is not valid JSON", None, "invalid_json") from None
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object", None, "invalid_json")
+    messages = body.get("messages")  # counted before anything walks them
+    if max_messages is not None and isinstance(messages, list) and len(messages) > max_messages:
+        raise bad_request(f"too many messages: at most {max_messages} are accepted", "messages",
+                          "too_many_messages")
     for key, value in body.items():
         if _too_deep(value, MAX_DEPTH - 1):
             raise bad_request(f"'{key}' is nested more than {MAX_DEPTH} levels deep", str(key),

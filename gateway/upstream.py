@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from .config import Deployment, GatewaySettings
+from .transport import upstream_http_client
 
 #: Client fields passed to LiteLLM as OpenAI parameters. For providers that speak the OpenAI
 #: wire format, anything LiteLLM would drop (e.g. `user` for non-catalog models) or does not
@@ -108,6 +109,8 @@ class Upstream:
         self.settings = settings
         self.prices = dict(prices or {})
         self.litellm = configure_litellm()
+        # Caps answers and their read time for OpenAI-wire providers (gateway/transport.py).
+        self.litellm.aclient_session = upstream_http_client(settings.server.max_response_bytes)
         cd = settings.server.cooldown
         self.cooldowns = Cooldowns(cd.allowed_fails, cd.window_s, cd.cooldown_s)
         self.timeouts = {d.name: d.timeout_s or settings.server.request_timeout_s

@@ -53,8 +53,14 @@ def serve_app() -> Iterator[Callable[[Any], Gateway]]:
     """Serve an already built app (e.g. one given a fault-injecting embedder)."""
     started: list[Gateway] = []
 
+    from functools import partial
+
+    from gateway.server import uvicorn_config
+
     def serve(app: Any) -> Gateway:
-        gw = Gateway(ServerThread(app).start(), app)
+        # The gateway's own server options (head limits, connection cap), as `r2 serve` runs.
+        make_config = partial(uvicorn_config, server=app.state.service.settings.server)
+        gw = Gateway(ServerThread(app, make_config=make_config).start(), app)
         started.append(gw)
         return gw
 

@@ -175,10 +175,12 @@ def free_port() -> int:
 class ServerThread:
     """Runs an ASGI app with uvicorn in a daemon thread; `stop()` shuts it down."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None,
+                 make_config: Any = uvicorn.Config) -> None:
+        """`make_config(app, **options)` builds the uvicorn config (the gateway's own)."""
         self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on")
+        config = make_config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                             lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

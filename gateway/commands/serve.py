@@ -24,16 +24,21 @@ def run(args: argparse.Namespace) -> int:
 
     from ..app import build_app
     from ..config import load_settings
+    from ..server import raise_fd_limit, uvicorn_config
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    app = build_app(load_settings(args.config))
+    settings = load_settings(args.config)
+    app = build_app(settings)
     # LiteLLM and the model leave ~400k long-lived objects; every full collection would walk
     # them (~0.5 s with the event loop stopped, the p99 under load). Freeze them out of it.
     gc.collect()
     gc.freeze()
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=False, timeout_graceful_shutdown=5)
+    raise_fd_limit(settings.server)
+    config = uvicorn_config(app, settings.server, host=args.host, port=args.port,
+                            log_level=args.log_level, access_log=False,
+                            timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run()
     return 0
