@@ -29,7 +29,7 @@ from .chat import R2_AUTO, handle_chat, handle_route
 from .config import GatewaySettings
 from .errors import APIError, to_api_error
 from .metrics import CONTENT_TYPE
-from .protocol import parse_json_body, validate_chat_body
+from .protocol import check_content_type, parse_json_body, validate_chat_body
 from .service import Service
 
 log = logging.getLogger("r2.gateway")
@@ -119,10 +119,11 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
             svc.admit()
             admitted = True
             check_auth(request, svc)
+            check_content_type(request.headers.get("content-type"))
             raw = await read_body(request, settings.server.max_body_bytes,
                                   settings.server.request_timeout_s)
             body = parse_json_body(raw)
-            validate_chat_body(body)
+            validate_chat_body(body, require_model=name != "/v1/route")
             response = await handler(request, body, svc)
             if isinstance(response, StreamingResponse):
                 response, admitted = HeldStream(response, svc.release), False
