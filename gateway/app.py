@@ -30,6 +30,7 @@ from .config import GatewaySettings
 from .errors import APIError, to_api_error
 from .metrics import CONTENT_TYPE
 from .protocol import check_content_type, parse_json_body, validate_chat_body
+from .readiness import Readiness
 from .service import Service
 
 log = logging.getLogger("r2.gateway")
@@ -161,18 +162,22 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
     async def healthz() -> Response:
         return JSONResponse({"status": "ok"})
 
+    readiness = Readiness(svc.batcher, svc.upstream.cooldowns, svc.deployment_names,
+                          settings.server.readiness_cache_s)
+
     @app.get("/readyz")
-    async def readyz() -> Response:
-        try:
-            await svc.batcher.embed("ready")
-        except (R2Error, Exception):  # noqa: BLE001 - readiness reports, it does not raise
-            return JSONResponse({"status": "not ready", "checkpoint": True, "embedder": False},
-                                status_code=503)
-        return JSONResponse({"status": "ready", "checkpoint": True, "embedder": True,
-                             "models": list(svc.scorer.models)})
+    async def readyz(request: Request) -> Response:
+        if settings.server.protect_probes:
+            check_auth(request, svc)
+        ready, report = await readiness.report()
+        if ready:
+            report["models"] = list(svc.scorer.models)
+        return JSONResponse(report, status_code=200 if ready else 503)
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if settings.server.protect_probes:
+            check_auth(request, svc)
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
 
     return app

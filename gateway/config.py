@@ -144,6 +144,7 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 MAX_CONFIG_BYTES = 1 << 20
 MAX_ALIASES = 100
 MAX_DEPTH = 32
+MAX_VALUES = 100_000
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -166,6 +167,23 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+def _expanded_size(value: Any) -> int:
+    """How many values `value` holds once aliases are expanded (a few aliases nested can stand
+    for billions). Shared nodes are counted once per reference, computed once per node."""
+    sizes: dict[int, int] = {}
+
+    def size(item: Any) -> int:
+        if not isinstance(item, dict | list):
+            return 1
+        known = sizes.get(id(item))
+        if known is None:
+            children = item.values() if isinstance(item, dict) else item
+            known = sizes[id(item)] = 1 + sum(size(child) for child in children)
+        return known
+
+    return size(value)
 
 
 def load_settings(path: str | Path) -> GatewaySettings:
@@ -191,6 +209,9 @@ def load_settings(path: str | Path) -> GatewaySettings:
         loader.dispose()
     if not isinstance(raw, dict):
         raise ConfigError(f"{cfg_path}: the config must be a mapping")
+    if _expanded_size(raw) > MAX_VALUES:
+        raise ConfigError(f"{cfg_path}: expands to more than {MAX_VALUES} values through YAML "
+                          "aliases")
     try:
         settings = parse_settings(expand_env(raw), base_dir=cfg_path.resolve().parent)
         check_options(settings.embedder)

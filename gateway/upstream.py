@@ -91,6 +91,12 @@ class Cooldowns:
         self._fails.pop(name, None)
         self._until.pop(name, None)
 
+    def recent_failures(self) -> dict[str, int]:
+        """Failures within `window_s` that have not (yet) cooled their deployment down."""
+        now = time.monotonic()
+        return {name: sum(1 for t in fails if now - t <= self.window_s)
+                for name, fails in self._fails.items() if fails}
+
     def cooling(self) -> set[str]:
         now = time.monotonic()
         return {name for name, until in self._until.items() if until > now}

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -205,11 +206,13 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         if path.stat().st_size > MAX_MANIFEST_BYTES:
             raise CheckpointError(f"manifest larger than {MAX_MANIFEST_BYTES} bytes",
                                   file=str(path))
-        raw = json.loads(path.read_bytes())
+        text = path.read_bytes()
+        raw = json.loads(text)
     except FileNotFoundError:
         raise CheckpointError("manifest missing", file=str(path)) from None
     except RecursionError:
-        raise CheckpointError("manifest nested too deeply", file=str(path)) from None
+        raise CheckpointError(f"nested more than {MAX_MANIFEST_DEPTH} levels deep",
+                              file=str(path), field=_deep_key(text)) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"manifest is not valid JSON: {' '.join(str(exc).split())}",
                               file=str(path)) from None
@@ -220,6 +223,25 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"nested more than {MAX_MANIFEST_DEPTH} levels deep",
                               file=str(path), field=deep)
     return raw
+
+
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"\s*:?|[\[\]{}]')
+
+
+def _deep_key(text: bytes) -> str | None:
+    """The top-level key of a JSON object too deep to parse (a scan of its tokens)."""
+    depth, key = 0, None
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_MANIFEST_DEPTH:
+                return key
+        elif token in (b"]", b"}"):
+            depth -= 1
+        elif depth == 1 and token.endswith(b":"):
+            key = token.rstrip(b": \t\r\n")[1:-1].decode("utf-8", "replace")
+    return key
 
 
 def _too_deep(value: Any, limit: int) -> str | None:
