@@ -29,7 +29,8 @@ from .chat import R2_AUTO, handle_chat, handle_route
 from .config import GatewaySettings
 from .errors import APIError, to_api_error
 from .metrics import CONTENT_TYPE
-from .protocol import parse_json_body, validate_chat_body
+from .protocol import check_content_type, parse_json_body, validate_chat_body
+from .readiness import Readiness
 from .requestlog import RequestLog
 from .service import Service
 
@@ -157,10 +158,10 @@ def _shed_if_full(svc: Service) -> None:
 PARSE_INLINE_BYTES = 64 * 1024
 
 
-def parse_request(raw: bytes, max_messages: int) -> dict[str, Any]:
+def parse_request(raw: bytes, max_messages: int, require_model: bool = True) -> dict[str, Any]:
     """Parse and validate a chat body (CPU-bound: for a large body, run it in a thread)."""
     body = parse_json_body(raw, max_messages)
-    validate_chat_body(body)
+    validate_chat_body(body, require_model=require_model)
     return body
 
 
@@ -194,14 +195,15 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
         admitted = False
         try:
             check_auth(request, svc)
+            check_content_type(request.headers.get("content-type"))
             _shed_if_full(svc)
             raw = await read_body(request, server.max_body_bytes,
                                   min(server.body_timeout_s, server.request_timeout_s))
             if len(raw) > PARSE_INLINE_BYTES:
                 body = await asyncio.get_running_loop().run_in_executor(
-                    parser, parse_request, raw, server.max_messages)
+                    parser, parse_request, raw, server.max_messages, name != "/v1/route")
             else:
-                body = parse_request(raw, server.max_messages)
+                body = parse_request(raw, server.max_messages, name != "/v1/route")
             svc.admit()
             admitted = True
             response = await handler(request, body, svc)
@@ -240,18 +242,22 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
     async def healthz() -> Response:
         return JSONResponse({"status": "ok"})
 
+    readiness = Readiness(svc.batcher, svc.upstream.cooldowns, svc.deployment_names,
+                          settings.server.readiness_cache_s)
+
     @app.get("/readyz")
-    async def readyz() -> Response:
-        try:
-            await svc.batcher.embed("ready")
-        except (R2Error, Exception):  # noqa: BLE001 - readiness reports, it does not raise
-            return JSONResponse({"status": "not ready", "checkpoint": True, "embedder": False},
-                                status_code=503)
-        return JSONResponse({"status": "ready", "checkpoint": True, "embedder": True,
-                             "models": list(svc.scorer.models)})
+    async def readyz(request: Request) -> Response:
+        if settings.server.protect_probes:
+            check_auth(request, svc)
+        ready, report = await readiness.report()
+        if ready:
+            report["models"] = list(svc.scorer.models)
+        return JSONResponse(report, status_code=200 if ready else 503)
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if settings.server.protect_probes:
+            check_auth(request, svc)
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
 
     return app

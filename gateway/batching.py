@@ -7,6 +7,9 @@ embedded together in one worker thread call: a batch of 16 costs far less than 1
 The worker is the batcher's own thread, not the event loop's default executor: LiteLLM runs
 part of every completion call in that executor, so a batch there could queue behind completion
 work, and a slow batch (the local embedder, tens of ms) would hold a worker LiteLLM needs.
+
+A batch that fails is retried text by text (unless the embedder is unavailable altogether), so
+a text the embedder cannot take fails its own request only.
 """
 
 from __future__ import annotations
@@ -91,16 +94,39 @@ class MicroBatcher:
         self, batch: list[tuple[str, asyncio.Future[npt.NDArray[np.float32]]]]
     ) -> None:
         start = time.perf_counter()
+        loop = asyncio.get_running_loop()
         try:
-            vectors = await asyncio.get_running_loop().run_in_executor(
+            vectors = await loop.run_in_executor(
                 self._worker, self.embedder.embed, [t for t, _ in batch])
-        except Exception as exc:  # noqa: BLE001 - delivered to every waiter
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
+        except EmbedderUnavailableError as exc:  # the embedder is down: for everyone
+            _deliver(batch, [exc] * len(batch))
+            return
+        except Exception:  # noqa: BLE001 - one text may be at fault: isolate it
+            # Each text alone, so that a text the embedder cannot take fails by itself
+            # instead of failing every request that happened to share its batch.
+            _deliver(batch, await loop.run_in_executor(
+                self._worker, self._embed_each, [t for t, _ in batch]))
             return
         if self.observe is not None:
             self.observe(time.perf_counter() - start, len(batch))
-        for (_, fut), vec in zip(batch, vectors, strict=True):
-            if not fut.done():
-                fut.set_result(vec)
+        _deliver(batch, list(vectors))
+
+    def _embed_each(self, texts: list[str]) -> list[npt.NDArray[np.float32] | BaseException]:
+        out: list[npt.NDArray[np.float32] | BaseException] = []
+        for text in texts:
+            try:
+                out.append(self.embedder.embed([text])[0])
+            except Exception as exc:  # noqa: BLE001 - delivered to this text's waiter only
+                out.append(exc)
+        return out
+
+
+def _deliver(batch: list[tuple[str, asyncio.Future[npt.NDArray[np.float32]]]],
+             results: list[npt.NDArray[np.float32] | BaseException]) -> None:
+    for (_, fut), result in zip(batch, results, strict=True):
+        if fut.done():
+            continue
+        if isinstance(result, BaseException):
+            fut.set_exception(result)
+        else:
+            fut.set_result(result)

@@ -30,7 +30,8 @@ from .protocol import RouteHeaders, client_max_tokens, not_found_model, parse_ro
 from .requestlog import new_request_id
 from .rewrite import apply_policy
 from .service import Service
-from .transport import ResponseTooLargeError
+from .transport import Attempt, ResponseTooLargeError
+from .wire import openai_shape, stream_usage, usage_note
 
 log = logging.getLogger("r2.gateway")
 T = TypeVar("T")
@@ -157,14 +158,18 @@ async def _forward(request: Request, body: dict[str, Any], svc: Service, outcome
         name = body["model"]
         start = time.perf_counter()
         remaining = deadline - time.monotonic()
+        attempt = Attempt()
         try:
             if body.get("stream"):
-                return await _open_stream(request, body, svc, outcome, remaining)
-            result = await until_disconnect(request, svc.upstream.complete(body, remaining))
+                return await _open_stream(request, body, svc, outcome, remaining, attempt)
+            result = await until_disconnect(request,
+                                            svc.upstream.complete(body, remaining, attempt))
         except APIError:
             raise
         except Exception as exc:  # noqa: BLE001 - mapped through the one error table
             err = to_api_error(exc, svc.secrets)
+            if name in svc.upstream.clients and not attempt.sent:
+                raise _not_sent(exc, err) from None
             svc.metrics.upstream_errors.labels(name, str(err.status)).inc()
             if err.status not in RETRYABLE:
                 raise err from None
@@ -186,15 +191,29 @@ async def _forward(request: Request, body: dict[str, Any], svc: Service, outcome
         data = _to_dict(result)
         data["model"] = name
         _observe_usage(svc, outcome, data)
-        return JSONResponse(data, headers=outcome.response_headers())
+        headers = outcome.response_headers()
+        note = usage_note(attempt, name in svc.upstream.clients)
+        if note:
+            headers["x-r2-usage"] = note
+        return JSONResponse(data, headers=headers)
+
+
+def _not_sent(exc: Exception, err: APIError) -> APIError:
+    """An error raised before the request reached the network is the gateway's (a value it
+    could not encode, a bug): never charged to the deployment, never retried elsewhere."""
+    if err.status < 500 or err.status == 504:  # LiteLLM refused the request: still a 4xx
+        return err
+    log.warning("request failed before it was sent upstream: %s", type(exc).__name__)
+    return APIError(500, "the request could not be sent upstream", "server_error", None,
+                    "internal_error")
 
 
 def _to_dict(obj: Any) -> dict[str, Any]:
     if isinstance(obj, dict):
-        return obj
+        return openai_shape(obj)
     dump = getattr(obj, "model_dump", None)
     data = dump(exclude_none=False) if dump else json.loads(obj.json())
-    return {k: v for k, v in data.items() if not k.startswith("_")}
+    return openai_shape({k: v for k, v in data.items() if not k.startswith("_")})
 
 
 def _observe_usage(svc: Service, outcome: Outcome, data: dict[str, Any]) -> None:
@@ -214,13 +233,13 @@ def _observe_usage(svc: Service, outcome: Outcome, data: dict[str, Any]) -> None
 
 
 async def _open_stream(request: Request, body: dict[str, Any], svc: Service,
-                       outcome: Outcome, remaining: float) -> Response:
+                       outcome: Outcome, remaining: float, attempt: Attempt) -> Response:
     """Get the first chunk under the timeout (errors so far are ordinary HTTP errors)."""
     name = body["model"]
     timeout = svc.upstream.timeout_for(name)
 
     async def first() -> tuple[AsyncIterator[Any], Any]:
-        iterator = await svc.upstream.stream(body)
+        iterator = await svc.upstream.stream(body, attempt)
         try:
             return iterator, await anext(iterator)
         except BaseException:  # cancelled or timed out too: release the connection now
@@ -230,13 +249,16 @@ async def _open_stream(request: Request, body: dict[str, Any], svc: Service,
     iterator, head = await until_disconnect(
         request, asyncio.wait_for(first(), min(timeout + 0.5, remaining)))
     svc.upstream.cooldowns.success(name)
-    return StreamingResponse(_sse(iterator, head, svc, outcome, timeout, request.state),
+    guarded = name in svc.upstream.clients
+    return StreamingResponse(_sse(iterator, head, svc, outcome, timeout, request.state,
+                                  attempt if guarded else None),
                              media_type="text/event-stream",
                              headers={**outcome.response_headers(), "cache-control": "no-cache"})
 
 
 async def _sse(iterator: AsyncIterator[Any], head: Any, svc: Service, outcome: Outcome,
-               timeout: float, state: Any) -> AsyncIterator[str]:
+               timeout: float, state: Any, attempt: Attempt | None = None
+               ) -> AsyncIterator[str]:
     """The stream's events. Each gap is bounded by the deployment's `timeout` and the whole
     stream by `server.max_stream_s`; its size by `server.max_response_bytes` (counted here as
     well as in the HTTP client, so that every provider is bounded).
@@ -253,7 +275,10 @@ async def _sse(iterator: AsyncIterator[Any], head: Any, svc: Service, outcome: O
         while True:
             data = _to_dict(chunk)
             data["model"] = outcome.deployment
+            note = stream_usage(data, attempt)
             _observe_usage(svc, outcome, data)  # usage chunk and finish reasons
+            if note:  # an SSE comment: clients ignore it, a reader of the stream sees it
+                yield f": x-r2-usage {note}\n"
             event = f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
             sent += len(event)
             if sent > server.max_response_bytes:

@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from router_core import InvalidInputError
+from router_core.embedders import check_options
 from router_core.policies import DEFAULT_BUDGET_INSTRUCTION
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -79,10 +81,22 @@ class ServerSettings(_Strict):
     #: Open client connections; beyond it, uvicorn answers 503 (keep it under `ulimit -n`).
     max_connections: int = Field(default=2048, gt=0)
 
+    #: Whether `/metrics` and `/readyz` need a key too (when `api_keys` is set). Off by
+    #: default: probes and scrapers usually cannot send one. `/healthz` is always open.
+    protect_probes: bool = False
+    #: How long `/readyz` reuses its embedding probe, so probes cannot load the embedder.
+    readiness_cache_s: float = Field(default=2.0, ge=0)
+
     @field_validator("api_keys")
     @classmethod
     def _no_empty_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
-        return [k for k in keys if k.get_secret_value()]
+        # An empty key usually means `${R2_GATEWAY_KEY}` expanded from an empty variable:
+        # dropping it would silently serve without authentication.
+        for i, key in enumerate(keys):
+            if not key.get_secret_value().strip():
+                raise ValueError(f"key {i} is empty or whitespace (an empty environment "
+                                 "variable?); remove it to serve without authentication")
+        return keys
 
 
 class JudgeSettings(_Strict):
@@ -142,18 +156,86 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return out or "config"
 
 
+#: Bounds on a config file: its size, YAML aliases (an alias "bomb" expands exponentially when
+#: walked) and nesting. Real configs are a few KB with no aliases and a handful of levels.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_ALIASES = 100
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses more than `MAX_ALIASES` aliases or `MAX_DEPTH` levels."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise ConfigError(f"more than {MAX_ALIASES} YAML aliases")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise ConfigError(f"nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expanded_size(value: Any) -> int:
+    """How many values `value` holds once aliases are expanded (a few aliases nested can stand
+    for billions). Shared nodes are counted once per reference, computed once per node."""
+    sizes: dict[int, int] = {}
+
+    def size(item: Any) -> int:
+        if not isinstance(item, dict | list):
+            return 1
+        known = sizes.get(id(item))
+        if known is None:
+            children = item.values() if isinstance(item, dict) else item
+            known = sizes[id(item)] = 1 + sum(size(child) for child in children)
+        return known
+
+    return size(value)
+
+
 def load_settings(path: str | Path) -> GatewaySettings:
-    """Read, expand and validate a gateway YAML file; relative paths resolve against it."""
+    """Read, expand and validate a gateway YAML file; relative paths resolve against it.
+    Every error is one line naming the file and the field."""
     cfg_path = Path(path)
     try:
-        raw = yaml.safe_load(cfg_path.read_text())
+        if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{cfg_path}: larger than {MAX_CONFIG_BYTES} bytes")
+        text = cfg_path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config {cfg_path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{cfg_path}: not UTF-8 text") from None
+    loader = _BoundedLoader(text)
+    try:
+        raw = loader.get_single_data()
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg_path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{cfg_path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{cfg_path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    finally:
+        loader.dispose()
     if not isinstance(raw, dict):
         raise ConfigError(f"{cfg_path}: the config must be a mapping")
-    settings = parse_settings(expand_env(raw), base_dir=cfg_path.resolve().parent)
+    if _expanded_size(raw) > MAX_VALUES:
+        raise ConfigError(f"{cfg_path}: expands to more than {MAX_VALUES} values through YAML "
+                          "aliases")
+    try:
+        settings = parse_settings(expand_env(raw), base_dir=cfg_path.resolve().parent)
+        check_options(settings.embedder)
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg_path}: {exc}") from None
+    except InvalidInputError as exc:
+        raise ConfigError(f"{cfg_path}: {exc.param or 'embedder'}: {exc}") from None
     return settings
 
 

@@ -63,8 +63,12 @@ def bad_request(message: str, param: str | None = None, code: str = "invalid_val
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|api[_-]?key\S*)", re.IGNORECASE)
 #: LiteLLM wraps the provider's message: `litellm.XError: XError: OpenAIException - <message>
 #: ... LiteLLM: model group 'x' failed ...`. Only the provider's words are useful to a client.
-_LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?")
-_LITELLM_SUFFIX = re.compile(r"\s*(LiteLLM:|Received Model Group=|LiteLLM Retried:).*$", re.DOTALL)
+_LITELLM_PREFIX = re.compile(r"^(\s*(litellm\.\w+:|\w+Error:|\w+Exception\s*-))+\s*")
+_LITELLM_SUFFIX = re.compile(
+    r"\s*(LiteLLM:|Received Model Group=|LiteLLM Retried:|model=\S*\.\s*context_window_fallbacks="
+    r"|Set 'context_window_fallback'|Traceback \(most recent call last\)).*$", re.DOTALL)
+#: A server file path (LiteLLM puts tracebacks in some messages): never shown to a client.
+_PATH = re.compile(r"(/|[A-Za-z]:\\)[^\s\"']*\.py\w?\b|\bFile \"[^\"]*\"")
 
 
 def scrub(text: str, limit: int = 300, secrets: Iterable[str] = ()) -> str:
@@ -73,7 +77,7 @@ def scrub(text: str, limit: int = 300, secrets: Iterable[str] = ()) -> str:
     `secrets` (the configured keys) are masked whatever their shape; the pattern catches
     the usual key shapes of keys the gateway does not know.
     """
-    return _KEYLIKE.sub("[redacted]", mask_secrets(text, secrets))[:limit]
+    return _PATH.sub("[path]", _KEYLIKE.sub("[redacted]", mask_secrets(text, secrets)))[:limit]
 
 
 def provider_message(exc: BaseException) -> str:
@@ -81,6 +85,34 @@ def provider_message(exc: BaseException) -> str:
     text = str(getattr(exc, "message", "") or "")
     text = _LITELLM_SUFFIX.sub("", _LITELLM_PREFIX.sub("", text.strip()))
     return text or "upstream error"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from (LiteLLM wraps the SDK's, which wraps
+    httpx's)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 16:
+        item = todo.pop()
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo += [item.__cause__, item.__context__, getattr(item, "original_exception", None)]
+    return seen
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """Connecting to the upstream failed (refused, unreachable, DNS): whatever status LiteLLM
+    attached (it reports a refused connection as a 500 "Connection error.")."""
+    names = {type(e).__name__ for e in _chain(exc)}
+    return bool(names & {"ConnectError", "ConnectTimeout", "ConnectionRefusedError",
+                         "ClientConnectorError"})
+
+
+def _is_context_window(exc: BaseException) -> bool:
+    """A request longer than the model's context: the client's to fix, on every model."""
+    return any("ContextWindowExceededError" in (c.__name__ for c in type(e).__mro__)
+               for e in _chain(exc))
 
 
 def _upstream_status(exc: Exception) -> int | None:
@@ -122,6 +154,12 @@ def _litellm_error(exc: BaseException, secrets: tuple[str, ...]) -> APIError:
     message = scrub(provider_message(exc), secrets=secrets)
     if name == "Timeout" or status == 408:
         return APIError(504, "upstream timed out", "timeout", None, "upstream_timeout")
+    if _is_context_window(exc):
+        return APIError(400, f"the request exceeds the model's context window: {message}",
+                        "invalid_request_error", "messages", "context_length_exceeded")
+    if _is_connection_error(exc) and (status is None or status >= 500):
+        return APIError(502, "upstream connection failed", "upstream_error", None,
+                        "upstream_connection_error")
     if name in ("APIConnectionError",) or status is None and name.endswith("ConnectionError"):
         return APIError(502, "upstream connection failed", "upstream_error", None,
                         "upstream_connection_error")

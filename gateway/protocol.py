@@ -46,6 +46,8 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 #: Content part types whose payload sits under a key of the same name.
 PART_PAYLOADS = ("image_url", "input_audio", "file", "audio_url", "video_url", "document")
 MAX_TOKENS_LIMIT = 1_000_000
+#: Top-level numbers `validate_chat_body` checks with a range of its own.
+RANGE_CHECKED = frozenset({"max_tokens", "max_completion_tokens", "n", "temperature", "top_p"})
 #: Deeper JSON is refused: nothing legitimate nests this far, and walking it (here, in LiteLLM's
 #: deep copies) would exhaust the interpreter's recursion limit.
 MAX_DEPTH = 64
@@ -62,7 +64,15 @@ class RouteHeaders:
 
 def parse_json_body(raw: bytes, max_messages: int | None = None) -> dict[str, Any]:
     try:
-        body = json.loads(raw, parse_int=_parse_int)
+        # Strict: a lone surrogate sent as raw bytes (ED A0 80) is not UTF-8 and is refused here
+        # (json.loads on bytes would decode it with "surrogatepass" and let it through).
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise bad_request("request body is not valid UTF-8", None, "invalid_unicode") from None
+    special: list[str] = []
+    try:
+        body = json.loads(text, parse_int=_parse_int, parse_float=_parse_float(special),
+                          parse_constant=_parse_constant(special))
     except (ValueError, RecursionError):  # ValueError: bad UTF-8 or bad JSON
         raise bad_request("request body is not valid JSON", None, "invalid_json") from None
     if not isinstance(body, dict):
@@ -75,6 +85,8 @@ def parse_json_body(raw: bytes, max_messages: int | None = None) -> dict[str, An
         if _too_deep(value, MAX_DEPTH - 1):
             raise bad_request(f"'{key}' is nested more than {MAX_DEPTH} levels deep", str(key),
                               "too_deep")
+    if special:
+        _check_finite(body)
     if _SURROGATE_ESCAPE.search(raw):
         _check_utf8(body)
     return body
@@ -86,6 +98,39 @@ def _parse_int(text: str) -> int | float:
     if len(text) <= 4000:
         return int(text)
     return float("-inf") if text.startswith("-") else float("inf")
+
+
+def _parse_float(seen: list[str]) -> Any:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):  # 1e400
+            seen.append(text)
+        return value
+    return parse
+
+
+def _parse_constant(seen: list[str]) -> Any:
+    def parse(text: str) -> float:  # NaN, Infinity, -Infinity: not JSON, Python accepts them
+        seen.append(text)
+        return float(text)
+    return parse
+
+
+def _check_finite(body: dict[str, Any]) -> None:
+    """Refuse NaN and infinities anywhere in the body, naming where: no upstream accepts them
+    and encoding them fails locally (which must never count against a deployment). Fields
+    with their own range check are left to it, so that it names the allowed range."""
+    stack: list[tuple[Any, str]] = [(v, str(k)) for k, v in body.items()
+                                    if k not in RANGE_CHECKED]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise bad_request("non-finite numbers (NaN, Infinity, overflowing exponents) are "
+                              "not allowed", path, "invalid_number")
+        if isinstance(item, dict):
+            stack.extend((v, f"{path}.{k}") for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
 
 
 def _check_utf8(body: dict[str, Any]) -> None:
@@ -168,10 +213,22 @@ def _check_number(body: Mapping[str, Any], key: str, low: float, high: float) ->
             raise bad_request(f"'{key}' must be between {low} and {high}", key)
 
 
-def validate_chat_body(body: dict[str, Any]) -> None:
-    """Raise a 400 `APIError` naming the field for anything malformed."""
+def check_content_type(content_type: str | None) -> None:
+    """A body sent as a form, text or anything but JSON is refused (415), not guessed at; no
+    `Content-Type` at all is taken as JSON, as the OpenAI API does."""
+    if content_type is None:
+        return
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        raise APIError(415, "the request body must be JSON (Content-Type: application/json)",
+                       "invalid_request_error", None, "unsupported_media_type")
+
+
+def validate_chat_body(body: dict[str, Any], require_model: bool = True) -> None:
+    """Raise a 400 `APIError` naming the field for anything malformed. `/v1/route` does not
+    forward the body, so its `model` is optional (and, if given, not used)."""
     model = body.get("model")
-    if not isinstance(model, str) or not model:
+    if (require_model or model is not None) and (not isinstance(model, str) or not model):
         raise bad_request("'model' is required and must be a string", "model", "invalid_type")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:

@@ -135,6 +135,7 @@ class Service:
     async def stop(self) -> None:
         self._warmup.cancel()
         await self.batcher.stop()
+        await self.upstream.aclose()
         self.embedder.close()
         self._unredact()
 

@@ -15,7 +15,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from .config import Deployment, GatewaySettings
-from .transport import upstream_http_client
+from .transport import (
+    Attempt,
+    CappedTransport,
+    GuardedTransport,
+    base_transport,
+    track,
+    upstream_http_client,
+)
 
 #: Client fields passed to LiteLLM as OpenAI parameters. For providers that speak the OpenAI
 #: wire format, anything LiteLLM would drop (e.g. `user` for non-catalog models) or does not
@@ -94,6 +101,12 @@ class Cooldowns:
         self._fails.pop(name, None)
         self._until.pop(name, None)
 
+    def recent_failures(self) -> dict[str, int]:
+        """Failures within `window_s` that have not (yet) cooled their deployment down."""
+        now = time.monotonic()
+        return {name: sum(1 for t in fails if now - t <= self.window_s)
+                for name, fails in self._fails.items() if fails}
+
     def cooling(self) -> set[str]:
         now = self.clock()
         return {name for name, until in self._until.items() if until > now}
@@ -116,6 +129,10 @@ class Upstream:
         self.timeouts = {d.name: d.timeout_s or settings.server.request_timeout_s
                          for d in settings.deployments}
         self.passthrough = {d.name: self._passthrough(d) for d in settings.deployments}
+        #: OpenAI-SDK clients over the guarded transport, for deployments LiteLLM sends
+        #: through the SDK (provider `openai`); others use LiteLLM's own HTTP client.
+        self.clients = {d.name: c for d in settings.deployments
+                        if (c := self._guarded_client(d)) is not None}
         self.router = self.litellm.Router(
             model_list=[self._entry(d) for d in settings.deployments],
             num_retries=settings.server.num_retries,
@@ -145,6 +162,32 @@ class Upstream:
             params["cache_creation_input_token_cost"] = per_million_in / 1e6
         return {"model_name": dep.name, "litellm_params": params}
 
+    def _guarded_client(self, dep: Deployment) -> Any:
+        try:
+            _, provider, _, _ = self.litellm.get_llm_provider(dep.model)
+        except Exception:  # noqa: BLE001 - unknown provider: LiteLLM's own client
+            return None
+        if provider != "openai":
+            return None
+        import httpx
+        import openai
+
+        capped = CappedTransport(base_transport(), self.settings.server.max_response_bytes)
+        http = httpx.AsyncClient(transport=GuardedTransport(capped), follow_redirects=True,
+                                 timeout=self.timeouts[dep.name])
+        return openai.AsyncOpenAI(
+            api_key=dep.api_key.get_secret_value() if dep.api_key else "no-key",
+            # openai>=3 types the argument as its httpx2 client; it accepts httpx's at run time.
+            base_url=dep.api_base, http_client=http,  # type: ignore[arg-type]
+            max_retries=0, timeout=self.timeouts[dep.name])
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            try:
+                await client.close()
+            except Exception:  # noqa: BLE001 - closing at shutdown is best effort
+                pass
+
     def _passthrough(self, dep: Deployment) -> frozenset[str] | None:
         """OpenAI params LiteLLM would not pass to this deployment, if it speaks OpenAI's wire."""
         try:
@@ -169,20 +212,38 @@ class Upstream:
             params["extra_body"] = {**params.get("extra_body", {}), **extra}
         return params
 
-    async def complete(self, body: dict[str, Any], deadline_s: float | None = None) -> Any:
-        """Non-streaming call; raises `TimeoutError` past the deployment's timeout or, if
-        sooner, `deadline_s` (the caller's time left)."""
-        name = body["model"]
+    def _call_params(self, body: dict[str, Any]) -> dict[str, Any]:
         params = self.split_params(body)
+        client = self.clients.get(body["model"])
+        if client is not None:
+            params["client"] = client
+        return params
+
+    async def complete(self, body: dict[str, Any], deadline_s: float | None = None,
+                       attempt: Attempt | None = None) -> Any:
+        """Non-streaming call; raises `TimeoutError` past the deployment's timeout or, if
+        sooner, `deadline_s` (the caller's time left). `attempt` is filled in by the transport
+        (did the request reach the network, the provider's own usage)."""
+        name = body["model"]
+        params = self._call_params(body)
         params.pop("stream", None)
         timeout = self.timeouts[name] + 0.5
-        return await asyncio.wait_for(self.router.acompletion(model=name, **params),
+
+        async def call() -> Any:
+            track(attempt or Attempt())
+            return await self.router.acompletion(model=name, **params)
+
+        return await asyncio.wait_for(call(),
                                       timeout if deadline_s is None else min(timeout, deadline_s))
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[Any]:
+    async def stream(self, body: dict[str, Any], attempt: Attempt | None = None
+                     ) -> AsyncIterator[Any]:
         """Open a stream. Not timed here: the caller bounds opening it and its first chunk."""
-        params = self.split_params(body)
+        params = self._call_params(body)
         params["stream"] = True
+        attempt = attempt or Attempt()
+        attempt.stream = True
+        track(attempt)
         response = await self.router.acompletion(model=body["model"], **params)
         return response.__aiter__()  # type: ignore[no-any-return]
 

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -139,25 +140,29 @@ def load_checkpoint(
     manifest_path = root / MANIFEST
     if not root.is_dir():
         raise CheckpointError("checkpoint directory not found", file=str(root))
+    raw = _read_manifest(manifest_path)
+    where = _Where()
     try:
-        raw = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError("manifest missing", file=str(manifest_path)) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"manifest is not valid JSON: {exc}",
-                              file=str(manifest_path)) from None
-    if not isinstance(raw, dict):
-        raise CheckpointError("manifest must be a JSON object", file=str(manifest_path))
-    ckpt = _parse_manifest(raw, manifest_path)
+        ckpt = _parse_manifest(raw, manifest_path, where)
+        where.field = "files"
+        files = _req(raw, "files", dict, manifest_path)
+        where.field = "heads.file"
+        heads_name = ckpt.head_options.pop("file", HEADS_FILE)
+        if not isinstance(heads_name, str):
+            raise CheckpointError("wrong type", file=str(manifest_path), field="heads.file")
+        expected = _expected_shapes(ckpt, manifest_path)
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError,
+            RecursionError) as exc:
+        # Whatever a field holds, a one-line error naming it (future fields included).
+        raise CheckpointError(f"invalid value ({type(exc).__name__})", file=str(manifest_path),
+                              field=where.field) from None
     ckpt.path = root
-    files = _req(raw, "files", dict, manifest_path)
-    heads_name = ckpt.head_options.pop("file", HEADS_FILE)
     if heads_name not in files:
         raise CheckpointError("heads file has no sha256", file=str(manifest_path),
                               field=f"files.{heads_name}")
     for name, digest in files.items():
         _verify_file(root, name, digest, manifest_path)
-    ckpt.arrays = _load_arrays(root / heads_name)
+    ckpt.arrays = _load_arrays(root / heads_name, expected)
     _check_shapes(ckpt, root / heads_name)
     if expected_embedder is not None:
         emb_id, dim = expected_embedder
@@ -182,11 +187,84 @@ def _req(raw: Mapping[str, Any], key: str, typ: type | tuple[type, ...], path: P
     return value
 
 
-def _parse_manifest(raw: dict[str, Any], path: Path) -> Checkpoint:
+#: A manifest is a few KB; anything much larger or deeper is not one.
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_MANIFEST_DEPTH = 32
+#: Array element kinds a head may hold (float, signed and unsigned integers), as numpy names them.
+ARRAY_KINDS = "fiu"
+
+
+@dataclass
+class _Where:
+    """The manifest field being parsed, for errors raised by code that does not know it."""
+
+    field: str = "manifest"
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise CheckpointError(f"manifest larger than {MAX_MANIFEST_BYTES} bytes",
+                                  file=str(path))
+        text = path.read_bytes()
+        raw = json.loads(text)
+    except FileNotFoundError:
+        raise CheckpointError("manifest missing", file=str(path)) from None
+    except RecursionError:
+        raise CheckpointError(f"nested more than {MAX_MANIFEST_DEPTH} levels deep",
+                              file=str(path), field=_deep_key(text)) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"manifest is not valid JSON: {' '.join(str(exc).split())}",
+                              file=str(path)) from None
+    if not isinstance(raw, dict):
+        raise CheckpointError("manifest must be a JSON object", file=str(path))
+    deep = _too_deep(raw, MAX_MANIFEST_DEPTH)
+    if deep is not None:
+        raise CheckpointError(f"nested more than {MAX_MANIFEST_DEPTH} levels deep",
+                              file=str(path), field=deep)
+    return raw
+
+
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"\s*:?|[\[\]{}]')
+
+
+def _deep_key(text: bytes) -> str | None:
+    """The top-level key of a JSON object too deep to parse (a scan of its tokens)."""
+    depth, key = 0, None
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_MANIFEST_DEPTH:
+                return key
+        elif token in (b"]", b"}"):
+            depth -= 1
+        elif depth == 1 and token.endswith(b":"):
+            key = token.rstrip(b": \t\r\n")[1:-1].decode("utf-8", "replace")
+    return key
+
+
+def _too_deep(value: Any, limit: int) -> str | None:
+    """The top-level key under which `value` nests deeper than `limit` (iterative)."""
+    stack: list[tuple[Any, int, str]] = [(v, 1, str(k)) for k, v in value.items()]
+    while stack:
+        item, depth, top = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return top
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1, top) for child in children)
+    return None
+
+
+def _parse_manifest(raw: dict[str, Any], path: Path, where: _Where | None = None) -> Checkpoint:
+    where = where or _Where()
+    where.field = "schema_version"
     version = _req(raw, "schema_version", int, path)
     if version != SCHEMA_VERSION:
         raise CheckpointError(f"unsupported schema_version {version}", file=str(path),
                               field="schema_version")
+    where.field = "embedder"
     emb = _req(raw, "embedder", dict, path)
     embedder = EmbedderSpec(
         id=_req(emb, "id", str, path, "embedder."),
@@ -198,6 +276,7 @@ def _parse_manifest(raw: dict[str, Any], path: Path) -> Checkpoint:
     models = []
     for i, m in enumerate(_req(raw, "models", list, path)):
         pre = f"models[{i}]."
+        where.field = f"models[{i}]"
         if not isinstance(m, dict):
             raise CheckpointError("wrong type", file=str(path), field=f"models[{i}]")
         prices = [float(_req(m, k, (int, float), path, pre))
@@ -205,33 +284,55 @@ def _parse_manifest(raw: dict[str, Any], path: Path) -> Checkpoint:
         if any(p < 0 or not math.isfinite(p) for p in prices):
             raise CheckpointError("price must be finite and >= 0", file=str(path),
                                   field=pre + "price")
-        models.append(ModelSpec(_req(m, "name", str, path, pre),
-                                str(m.get("provider_id") or m["name"]), prices[0], prices[1]))
+        provider = m.get("provider_id") or m["name"]
+        if not isinstance(provider, str):
+            raise CheckpointError("wrong type", file=str(path), field=pre + "provider_id")
+        models.append(ModelSpec(_req(m, "name", str, path, pre), provider, prices[0],
+                                prices[1]))
     if not models:
         raise CheckpointError("no models", file=str(path), field="models")
     if len({m.name for m in models}) != len(models):
         raise CheckpointError("duplicate model name", file=str(path), field="models")
     policies = []
     for i, p in enumerate(_req(raw, "policies", list, path)):
+        where.field = f"policies[{i}]"
+        if not isinstance(p, dict):
+            raise CheckpointError("wrong type: a policy is an object", file=str(path),
+                                  field=f"policies[{i}]")
         try:
             policies.append(Policy.from_json(p))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"invalid policy: {exc}", file=str(path),
                                   field=f"policies[{i}]") from None
     if not policies:
         raise CheckpointError("no policies", file=str(path), field="policies")
+    where.field = "heads"
     heads = dict(_req(raw, "heads", dict, path))
     kind = heads.pop("kind", None)
     if kind not in HEAD_KINDS:
         raise CheckpointError(f"heads.kind must be one of {HEAD_KINDS}", file=str(path),
                               field="heads.kind")
+    where.field = "default_lambda"
     lam = raw.get("default_lambda", 0.99999)
+    if isinstance(lam, bool) or not isinstance(lam, int | float) or not 0 <= lam <= 1:
+        raise CheckpointError("must be a number in [0, 1]", file=str(path),
+                              field="default_lambda")
+    optional = {key: _opt(raw, key, typ, default, path) for key, typ, default in (
+        ("input_tokens", str, "tokenizer"), ("name", str, path.parent.name),
+        ("provenance", dict, {}))}
     return Checkpoint(
         embedder=embedder, models=tuple(models), policies=tuple(policies), arrays={},
         head_kind=kind, head_options=heads, default_lambda=float(lam),
-        input_tokens=str(raw.get("input_tokens", "tokenizer")),
-        name=str(raw.get("name", path.parent.name)), provenance=dict(raw.get("provenance", {})),
+        input_tokens=optional["input_tokens"], name=optional["name"],
+        provenance=dict(optional["provenance"]),
     )
+
+
+def _opt(raw: Mapping[str, Any], key: str, typ: type, default: Any, path: Path) -> Any:
+    value = raw.get(key, default)
+    if not isinstance(value, typ):
+        raise CheckpointError(f"wrong type: expected {typ.__name__}", file=str(path), field=key)
+    return value
 
 
 def _verify_file(root: Path, name: str, digest: Any, manifest: Path) -> None:
@@ -246,26 +347,58 @@ def _verify_file(root: Path, name: str, digest: Any, manifest: Path) -> None:
                               file=str(root / name), field=f"files.{name}")
 
 
-def _load_arrays(path: Path) -> dict[str, FloatArray]:
+def _load_arrays(path: Path, expected: Mapping[str, tuple[int, ...]] | None = None
+                 ) -> dict[str, FloatArray]:
+    """Load the head arrays. With `expected` (name -> shape), every member's header is read
+    first, without loading data: an unknown array, a dtype other than plain numbers, or a
+    shape or size other than expected is refused before a byte of its data is read."""
     if not zipfile.is_zipfile(path):
         raise CheckpointError("not an npz archive (pickles are never loaded)", file=str(path))
     try:
+        if expected is not None:
+            _check_members(path, expected)
         with np.load(path, allow_pickle=False) as data:
             return {k: np.asarray(data[k], dtype=np.float32) for k in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"unreadable arrays: {exc}", file=str(path)) from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"unreadable arrays: {' '.join(str(exc).split())[:200]}",
+                              file=str(path)) from None
 
 
-def _check_shapes(ckpt: Checkpoint, path: Path) -> None:
+def _check_members(path: Path, expected: Mapping[str, tuple[int, ...]]) -> None:
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            key = info.filename.removesuffix(".npy")
+            if key not in expected:
+                raise CheckpointError("unknown array (only the heads' arrays are allowed)",
+                                      file=str(path), field=key)
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(member)
+            if dtype.kind not in ARRAY_KINDS or dtype.fields is not None or dtype.subdtype:
+                raise CheckpointError(f"dtype {dtype.str} is not a plain number type",
+                                      file=str(path), field=key)
+            if tuple(shape) != tuple(expected[key]):
+                raise CheckpointError(f"shape {tuple(shape)} != expected {expected[key]}",
+                                      file=str(path), field=key)
+            if info.file_size > 4096 + dtype.itemsize * math.prod(shape):
+                raise CheckpointError("array member larger than its shape", file=str(path),
+                                      field=key)
+
+
+def _expected_shapes(ckpt: Checkpoint, path: Path) -> dict[str, tuple[int, ...]]:
     m, p, d = len(ckpt.models), len(ckpt.policies), ckpt.embedder.dim
     if ckpt.head_kind == "linear":
-        expected = {
+        return {
             "quality_coef": (m, p, d), "quality_intercept": (m, p),
             "tokens_coef": (m, p, d), "tokens_intercept": (m, p),
         }
-    else:
-        expected = _mlp_shapes(ckpt, m, p, d, path)
-    for key, shape in expected.items():
+    return _mlp_shapes(ckpt, m, p, d, path)
+
+
+def _check_shapes(ckpt: Checkpoint, path: Path) -> None:
+    for key, shape in _expected_shapes(ckpt, path).items():
         arr = ckpt.arrays.get(key)
         if arr is None:
             raise CheckpointError("array missing", file=str(path), field=key)

@@ -181,9 +181,9 @@ def test_large_allowed_bodies_are_parsed_off_the_loop(make_gateway: Any, standin
     threads: list[str] = []
     validate = gateway.app.validate_chat_body
 
-    def recording(body: dict[str, Any]) -> None:
+    def recording(body: dict[str, Any], **kwargs: Any) -> None:
         threads.append(threading.current_thread().name)
-        validate(body)
+        validate(body, **kwargs)
 
     monkeypatch.setattr(gateway.app, "validate_chat_body", recording)
     gw = make_gateway()

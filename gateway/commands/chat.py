@@ -48,8 +48,8 @@ async def _chat(args: argparse.Namespace) -> dict[str, Any]:
         try:
             result = _to_dict(await svc.upstream.complete(_rewrite(body, svc, decision)))
         except Exception as exc:  # noqa: BLE001 - reported as one line by the CLI
-            err = to_api_error(exc)
-            raise RuntimeError(f"{decision.model} failed: {err.message}") from None
+            err = to_api_error(exc, svc.secrets)
+            raise RuntimeError(f"{decision.model} failed: {err.message} ({err.code})") from None
     finally:
         await svc.stop()
     choice = (result.get("choices") or [{}])[0]
@@ -70,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         out = asyncio.run(_chat(args))
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # the upstream failed: an error like any other, exit 2
         print(f"r2 chat: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     if args.json:
         print(json.dumps(out))
         return 0

@@ -9,6 +9,7 @@ Implementations are imported only when chosen.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,32 +17,57 @@ from .._errors import InvalidInputError
 from .base import Embedder, EmbeddingArray, describe
 from .hashing import HashEmbedder
 
-__all__ = ["Embedder", "EmbeddingArray", "HashEmbedder", "describe", "make_embedder"]
+__all__ = ["Embedder", "EmbeddingArray", "HashEmbedder", "check_options", "describe",
+           "make_embedder"]
 
 KINDS = ("hash", "local", "local-st", "remote", "vllm")
 
 
-def make_embedder(config: Mapping[str, Any] | None = None) -> Embedder:
-    """Build the embedder a config names; `None` or `{}` gives the offline default."""
-    cfg = dict(config or {})
-    kind = cfg.pop("kind", "local")
+def _embedder_class(kind: Any) -> type:
     if kind == "hash":
-        return HashEmbedder(**cfg)
+        return HashEmbedder
     if kind == "local":
         from .local_onnx import OnnxMiniLMEmbedder
 
-        return OnnxMiniLMEmbedder(**cfg)
+        return OnnxMiniLMEmbedder
     if kind == "local-st":
         from .local_st import SentenceTransformerEmbedder
 
-        return SentenceTransformerEmbedder(**cfg)
+        return SentenceTransformerEmbedder
     if kind == "remote":
         from .remote import RemoteEmbedder
 
-        return RemoteEmbedder(**cfg)
+        return RemoteEmbedder
     if kind == "vllm":
         from .vllm import VLLMEmbedder
 
-        return VLLMEmbedder(**cfg)
+        return VLLMEmbedder
     raise InvalidInputError(f"unknown embedder kind {kind!r}; expected one of {KINDS}",
                             param="embedder.kind")
+
+
+def check_options(config: Mapping[str, Any] | None) -> None:
+    """Refuse an unknown kind or an option the kind does not take (a mistyped key), naming
+    it, before anything is built. Loads no model."""
+    cfg = dict(config or {})
+    cls = _embedder_class(cfg.pop("kind", "local"))
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in cfg:
+        if key not in params:
+            raise InvalidInputError(
+                f"unknown option {key!r} for this embedder kind; expected one of "
+                f"{sorted(k for k in params if k != 'self')}", param=f"embedder.{key}")
+
+
+def make_embedder(config: Mapping[str, Any] | None = None) -> Embedder:
+    """Build the embedder a config names; `None` or `{}` gives the offline default."""
+    check_options(config)
+    cfg = dict(config or {})
+    cls = _embedder_class(cfg.pop("kind", "local"))
+    try:
+        embedder: Embedder = cls(**cfg)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"invalid embedder options: {exc}", param="embedder") from None
+    return embedder
