@@ -265,6 +265,8 @@ def _check_shapes(ckpt: Checkpoint, path: Path) -> None:
         }
     else:
         expected = _mlp_shapes(ckpt, m, p, d, path)
+    if "arm_observed" in ckpt.arrays:  # optional: arms trained on sparse data (1 = has data)
+        expected["arm_observed"] = (m, p)
     for key, shape in expected.items():
         arr = ckpt.arrays.get(key)
         if arr is None:

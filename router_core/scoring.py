@@ -187,6 +187,10 @@ class Scorer:
             # Converted once here, not on every call.
             self._layers = {t: self._mlp_layers(t) for t in ("quality", "tokens")}
         self._model_index = {name: i for i, name in enumerate(self.models)}
+        # Trained on sparse outcomes, a checkpoint marks the arms it has no data for; absent,
+        # every arm has a head.
+        observed = a.get("arm_observed")
+        self._arm_ok = None if observed is None else np.asarray(observed).reshape(m, p) > 0.5
         self._in_price = np.array([x.input_price_per_million for x in ckpt.models]) / 1e6
         self._out_price = np.array([x.output_price_per_million for x in ckpt.models]) / 1e6
         self._fixed_tokens = np.array(
@@ -278,7 +282,7 @@ class Scorer:
     # -- decision ---------------------------------------------------------------------------
     def feasible_mask(self, scores: Scores, constraints: Constraints) -> npt.NDArray[np.bool_]:
         m, p = self.shape
-        mask = np.ones((m, p), dtype=bool)
+        mask = np.ones((m, p), dtype=bool) if self._arm_ok is None else self._arm_ok.copy()
         if constraints.allowed_models is not None:
             unknown = [x for x in constraints.allowed_models if x not in self._model_index]
             if unknown:

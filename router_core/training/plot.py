@@ -23,14 +23,21 @@ STYLES = {
 }
 
 
-def plot_report(report: EvalReport, out: str | Path, title: str = "") -> Path:
+def require_matplotlib() -> None:
+    """Fail now (before an evaluation) if `--plot` cannot be drawn."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
-        raise DataError("--plot needs matplotlib (pip install 'r2-gateway[train]')") from None
+        raise DataError("--plot needs matplotlib", field="plot",
+                        fix="pip install 'r2-gateway[train]', or drop --plot") from None
+
+
+def plot_report(report: EvalReport, out: str | Path, title: str = "") -> Path:
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     for name, result in report.routers.items():
         color, style = STYLES.get(name, ("tab:purple", "-"))

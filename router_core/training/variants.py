@@ -96,6 +96,14 @@ def fit_variant(variant: Variant, x: F64, score: F64, tokens: F64) -> FittedHead
 
 
 def _fit(variant: Variant, x: F64, score: F64, tokens: F64) -> FittedHeads:
+    heads = _fit_heads(variant, x, score, tokens)
+    observed = np.asarray(~np.isnan(score).all(axis=0))
+    if not observed.all():  # sparse data: the scorer never offers an arm without data
+        heads.arrays["arm_observed"] = np.asarray(observed, dtype=np.float32)
+    return heads
+
+
+def _fit_heads(variant: Variant, x: F64, score: F64, tokens: F64) -> FittedHeads:
     n, m, p = score.shape
     options: dict[str, Any] = {"quality_link": "clip", "tokens_space": variant.tokens_space,
                                "monotone_quality": variant.monotone}
