@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._errors import CheckpointError
+from .features import FEATURES
 from .policies import Policy
 
 SCHEMA_VERSION = 1
@@ -267,6 +268,14 @@ def _check_shapes(ckpt: Checkpoint, path: Path) -> None:
         expected = _mlp_shapes(ckpt, m, p, d, path)
     if "arm_observed" in ckpt.arrays:  # optional: arms trained on sparse data (1 = has data)
         expected["arm_observed"] = (m, p)
+    features = ckpt.head_options.get("features")
+    if features is not None:  # optional: linear heads that also read request features
+        if (ckpt.head_kind != "linear" or not isinstance(features, list)
+                or not all(f in FEATURES for f in features)):
+            raise CheckpointError(f"features must be a list of {', '.join(FEATURES)} (linear "
+                                  "heads only)", file=str(path), field="heads.features")
+        for target in ("quality", "tokens"):
+            expected[f"{target}_feat_coef"] = (m, p, len(features))
     for key, shape in expected.items():
         arr = ckpt.arrays.get(key)
         if arr is None:

@@ -198,3 +198,44 @@ def test_min_arm_rows_must_be_positive(tmp_path: Path) -> None:
     data = write_outcomes(tmp_path / "hole.jsonl", hole_rows(), synthetic_meta(MODELS))
     with pytest.raises(DataError, match="--min-arm-rows"):
         train(data, tmp_path / "c", tmp_path / "e", "--min-arm-rows", "0")
+
+
+def test_length_feature_heads_score_with_one_product_in_training_and_serving(
+        tmp_path: Path) -> None:
+    """`shared-len` heads read log input length next to the embedding; the scorer computes the
+    feature with the same function, and the checkpoint keeps the embedding heads' shapes."""
+    from router_core.features import input_features
+    from router_core.training import VARIANTS, fit_variant
+
+    rng = np.random.default_rng(1)
+    n, d = 200, 384
+    x = rng.normal(size=(n, d)) / np.sqrt(d)
+    tin = rng.integers(10, 3000, size=n).astype(float)
+    length = input_features(["log_input_tokens"], tin)[:, 0]
+    score = np.clip(0.5 + 0.2 * length[:, None, None] + rng.normal(0, 0.05, (n, 2, 3)), 0, 1)
+    tokens = np.abs(100 + 30 * length[:, None, None] + rng.normal(0, 5, (n, 2, 3)))
+    heads = fit_variant(VARIANTS["shared-len"], x, score, tokens, tin)
+    assert heads.options["features"] == ["log_input_tokens"]
+    assert heads.arrays["quality_coef"].shape == (2, 3, d)
+    assert heads.arrays["quality_feat_coef"].shape == (2, 3, 1)
+    assert float(np.abs(heads.arrays["quality_feat_coef"]).min()) > 0.1  # it found the signal
+    from router_core.checkpoint import EmbedderSpec, save_checkpoint
+    from router_core.policies import budget_policy, unlimited_policy
+    from router_core.training.dataset import OutcomeData
+    from router_core.training.readers import Prices
+    from router_core.training.trainer import make_checkpoint
+
+    empty = np.zeros((0, 2, 3))
+    data = OutcomeData((), (), (), ("a", "b"), (32, 256, "unlimited"), empty, empty, empty,
+                       empty, {"a": Prices(1, 2), "b": Prices(3, 4)}, {})
+    ckpt = make_checkpoint(heads, data, (budget_policy(32), budget_policy(256),
+                                         unlimited_policy()), EmbedderSpec("hash", d, True))
+    save_checkpoint(ckpt, tmp_path / "c")
+    loaded = load_checkpoint(tmp_path / "c")
+    scores = Scorer(loaded).predict(x[:5], tin[:5])
+    a = loaded.arrays
+    feat = input_features(["log_input_tokens"], tin[:5])
+    expected = np.clip(x[:5] @ a["quality_coef"].reshape(6, d).T.astype(np.float64)
+                       + feat @ a["quality_feat_coef"].reshape(6, 1).T
+                       + a["quality_intercept"].reshape(-1), 0, 1)
+    np.testing.assert_allclose(scores.quality.reshape(5, 6), expected, atol=1e-5)

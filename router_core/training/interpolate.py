@@ -50,7 +50,9 @@ def interpolate_budgets(heads: FittedHeads, policies: Sequence[Policy], budgets:
     hi = np.array([c[1] for c in order])
     w = np.array([c[2] for c in order])
     arrays = dict(heads.arrays)
-    for key in LINEAR_ARRAYS:
+    for key in (*LINEAR_ARRAYS, "quality_feat_coef", "tokens_feat_coef"):
+        if key not in heads.arrays:
+            continue
         arr = heads.arrays[key].astype(np.float64)
         shape = (1, len(order)) + (1,) * (arr.ndim - 2)
         blend = (1 - w.reshape(shape)) * arr[:, lo] + w.reshape(shape) * arr[:, hi]

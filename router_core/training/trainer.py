@@ -169,7 +169,7 @@ def cross_validate(variants: Sequence[Variant], prep: Prepared, policies: Sequen
         out.queries.append(int(val_rows.sum()))
         for variant in variants:
             heads = fit_variant(variant, prep.embeddings[fit_rows], data.score[fit_rows],
-                                tokens[fit_rows])
+                                tokens[fit_rows], prep.input_tokens[fit_rows])
             ckpt = make_checkpoint(heads, data, policies, embedder)
             q, c = predict_arms(ckpt, val, prep.embeddings[val_rows], prep.input_tokens[val_rows])
             out.r2[variant.name].append(r2_audc(q, c, arms))
@@ -269,7 +269,8 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
         log("point router by policy (validation AUDC): " + ", ".join(
             f"{p} {row['mean']:.4f}" for p, row in choice.point.items())
             + f"; best: {choice.point_policy}")
-    heads = fit_variant(choice.variant, train_prep.embeddings, data.score, data.token_targets())
+    heads = fit_variant(choice.variant, train_prep.embeddings, data.score, data.token_targets(),
+                        train_prep.input_tokens)
     if interpolate:
         template = pfile.budget_instruction if pfile else DEFAULT_BUDGET_INSTRUCTION
         heads, specs = interpolate_budgets(heads, specs, interpolate, template)
