@@ -187,7 +187,7 @@ def test_policies_recorded_by_collect_are_used(tmp_path: Path, cache: str) -> No
     pfile = tmp_path / "p.yaml"
     pfile.write_text("policies:\n  cot: {instruction: Reason first., max_tokens: 300}\n")
     assert train(data, tmp_path / "c", cache, "--variant", "ridge", "--folds", "0",
-                 "--policies", str(pfile)) == 0
+                 "--policy-file", str(pfile)) == 0
     pols = {p.name: p for p in load_checkpoint(tmp_path / "c").policies}
     assert (pols["answer_only"].instruction, pols["answer_only"].max_tokens) == (
         "Only the letter.", 8)

@@ -27,6 +27,11 @@ def format_table(report: EvalReport, title: str = "") -> str:
                  "some arms left out)")
     lines.append(f"point policy: {info.get('point_policy', '?')} (chosen by "
                  f"{info.get('point_policy_chosen_by', '?')})")
+    judged = info.get("judged_queries")
+    if isinstance(judged, dict) and len(set(judged.values())) > 1:
+        lines.append("judged on (queries where the router's arms were observed): "
+                     + ", ".join(f"{k} {v}" for k, v in judged.items())
+                     + "; the table compares them on the common set")
     lines.append(f"{'router':<12} {'AUDC':>7} {'QNC':>7} {'peak':>7}")
     for name in ROUTERS:
         if name in report.routers:
