@@ -85,7 +85,8 @@ def drop_sparse_arms(data: OutcomeData, min_rows: int, strict: bool = False,
         return data
     head = f"{len(sparse)} arm(s) have fewer than {min_rows} train rows (--min-arm-rows)"
     if strict:
-        raise DataError(f"{head}:\n{sparse_table(sparse)}\n", file=", ".join(data.sources),
+        named = ", ".join(f"{a.model}@{a.policy} ({a.train_rows} train rows)" for a in sparse)
+        raise DataError(f"{head}: {named}", file=", ".join(data.sources),
                         field="model", fix="collect more rows for them, lower --min-arm-rows, "
                         "restrict with --models/--policies, or drop --strict to leave them out")
     log(f"warning: {head}; left out of the checkpoint:\n{sparse_table(sparse)}")
