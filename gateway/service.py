@@ -42,20 +42,17 @@ log = logging.getLogger("r2.gateway")
 
 
 def apply_prices(ckpt: Checkpoint, settings: GatewaySettings) -> Checkpoint:
-    """Deployment prices in gateway.yaml override the checkpoint's (they are the user's)."""
+    """Each model priced by the one rule of `pricing.py` (deployment, else checkpoint)."""
+    from .pricing import resolve_price
+
     models = []
     for spec in ckpt.models:
         dep = settings.deployment(spec.name)
         if dep is None:
             raise ConfigError(f"deployments: checkpoint model {spec.name!r} has no deployment")
-        models.append(dataclasses.replace(
-            spec,
-            input_price_per_million=(dep.input_price_per_million
-                                     if dep.input_price_per_million is not None
-                                     else spec.input_price_per_million),
-            output_price_per_million=(dep.output_price_per_million
-                                      if dep.output_price_per_million is not None
-                                      else spec.output_price_per_million)))
+        price = resolve_price(dep, settings.deployments.index(dep), spec)
+        models.append(dataclasses.replace(spec, input_price_per_million=price.input_per_million,
+                                          output_price_per_million=price.output_per_million))
     return dataclasses.replace(ckpt, models=tuple(models))
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._errors import CheckpointError
+from .features import FEATURES
 from .policies import Policy
 
 SCHEMA_VERSION = 1
@@ -150,7 +151,7 @@ def load_checkpoint(
         heads_name = ckpt.head_options.pop("file", HEADS_FILE)
         if not isinstance(heads_name, str):
             raise CheckpointError("wrong type", file=str(manifest_path), field="heads.file")
-        expected = _expected_shapes(ckpt, manifest_path)
+        expected = {**_expected_shapes(ckpt, manifest_path), **_optional_shapes(ckpt)}
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError,
             RecursionError) as exc:
         # Whatever a field holds, a one-line error naming it (future fields included).
@@ -388,17 +389,34 @@ def _check_members(path: Path, expected: Mapping[str, tuple[int, ...]]) -> None:
 
 
 def _expected_shapes(ckpt: Checkpoint, path: Path) -> dict[str, tuple[int, ...]]:
+    """Every array the heads need (name -> shape)."""
     m, p, d = len(ckpt.models), len(ckpt.policies), ckpt.embedder.dim
     if ckpt.head_kind == "linear":
-        return {
+        expected = {
             "quality_coef": (m, p, d), "quality_intercept": (m, p),
             "tokens_coef": (m, p, d), "tokens_intercept": (m, p),
         }
-    return _mlp_shapes(ckpt, m, p, d, path)
+    else:
+        expected = _mlp_shapes(ckpt, m, p, d, path)
+    features = ckpt.head_options.get("features")
+    if features is not None:  # optional: linear heads that also read request features
+        if (ckpt.head_kind != "linear" or not isinstance(features, list)
+                or not all(f in FEATURES for f in features)):
+            raise CheckpointError(f"features must be a list of {', '.join(FEATURES)} (linear "
+                                  "heads only)", file=str(path), field="heads.features")
+        for target in ("quality", "tokens"):
+            expected[f"{target}_feat_coef"] = (m, p, len(features))
+    return expected
+
+
+def _optional_shapes(ckpt: Checkpoint) -> dict[str, tuple[int, ...]]:
+    """Arrays a checkpoint may have: `arm_observed` [M, P] (1 = the arm had training data)."""
+    return {"arm_observed": (len(ckpt.models), len(ckpt.policies))}
 
 
 def _check_shapes(ckpt: Checkpoint, path: Path) -> None:
-    for key, shape in _expected_shapes(ckpt, path).items():
+    optional = {k: v for k, v in _optional_shapes(ckpt).items() if k in ckpt.arrays}
+    for key, shape in {**_expected_shapes(ckpt, path), **optional}.items():
         arr = ckpt.arrays.get(key)
         if arr is None:
             raise CheckpointError("array missing", file=str(path), field=key)

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from ._errors import InvalidInputError, NoFeasibleCandidateError, UnknownModelError
 from .checkpoint import Checkpoint
+from .features import input_features
 from .policies import Policy
 
 F64 = npt.NDArray[np.float64]
@@ -186,7 +187,19 @@ class Scorer:
         else:
             # Converted once here, not on every call.
             self._layers = {t: self._mlp_layers(t) for t in ("quality", "tokens")}
+        # Linear heads may also read cheap request features (`features.py`): their weights
+        # become extra rows of the same matrix, so scoring stays one product.
+        self.features = tuple(str(f) for f in opts.get("features") or ())
+        if self.features and ckpt.head_kind == "linear":
+            f = len(self.features)
+            extra = np.concatenate([a["quality_feat_coef"].reshape(m * p, f),
+                                    a["tokens_feat_coef"].reshape(m * p, f)]).astype(np.float64)
+            self._w = np.ascontiguousarray(np.vstack([self._w, extra.T]))
         self._model_index = {name: i for i, name in enumerate(self.models)}
+        # Trained on sparse outcomes, a checkpoint marks the arms it has no data for; absent,
+        # every arm has a head.
+        observed = a.get("arm_observed")
+        self._arm_ok = None if observed is None else np.asarray(observed).reshape(m, p) > 0.5
         self._in_price = np.array([x.input_price_per_million for x in ckpt.models]) / 1e6
         self._out_price = np.array([x.output_price_per_million for x in ckpt.models]) / 1e6
         self._fixed_tokens = np.array(
@@ -229,6 +242,8 @@ class Scorer:
     def predict(self, embeddings: npt.ArrayLike, input_tokens: npt.ArrayLike) -> Scores:
         emb = self.validate_embeddings(embeddings)
         tok_in = self._input_tokens(input_tokens, emb.shape[0])
+        if self.features:
+            emb = np.hstack([emb, input_features(self.features, tok_in)])
         q_raw, t_raw = self._raw(emb)
         if self.quality_link == "sigmoid":
             quality = 1.0 / (1.0 + np.exp(-q_raw))
@@ -278,7 +293,7 @@ class Scorer:
     # -- decision ---------------------------------------------------------------------------
     def feasible_mask(self, scores: Scores, constraints: Constraints) -> npt.NDArray[np.bool_]:
         m, p = self.shape
-        mask = np.ones((m, p), dtype=bool)
+        mask = np.ones((m, p), dtype=bool) if self._arm_ok is None else self._arm_ok.copy()
         if constraints.allowed_models is not None:
             unknown = [x for x in constraints.allowed_models if x not in self._model_index]
             if unknown:

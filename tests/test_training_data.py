@@ -129,10 +129,31 @@ def test_missing_arms_and_null_scores_are_counted(tmp_path: Path) -> None:
                                    if not ok}
 
 
-def test_a_model_without_a_policy_is_an_error(tmp_path: Path) -> None:
+def test_a_model_without_a_policy_is_a_hole_not_an_error(tmp_path: Path) -> None:
     data = [r for r in rows() if not (r["model"] == "small" and r["policy"] == 32)]
+    out = load_outcomes([write(tmp_path, data)])
+    assert out.present.tolist() == [[True, True, True], [False, True, True]]
+    assert out.complete.all()  # a cell never run is no arm: every query has every arm
+    assert out.arm_labels() == ["large@32", "large@256", "large@unlimited", "small@256",
+                                "small@unlimited"]
+
+
+def test_models_and_policies_restrict_the_load(tmp_path: Path) -> None:
+    path = write(tmp_path, rows())
+    out = load_outcomes([path], models=["small"], policies=["32", "unlimited"])
+    assert out.models == ("small",) and out.policies == (32, "unlimited")
+    with pytest.raises(DataError) as info:
+        load_outcomes([path], models=["small", "medium"])
+    assert "'medium'" in str(info.value) and "choose from large, small" in str(info.value)
+    with pytest.raises(DataError, match="--policies"):
+        load_outcomes([path], policies=["verbose"])
+
+
+def test_errors_name_the_fix(tmp_path: Path) -> None:
+    data = rows()
+    data[3]["score"] = 1.5
     err = error_of(tmp_path, data)
-    assert err.field == "policy" and "small" in str(err)
+    assert err.row == 4 and err.field == "score" and err.fix and "fix:" in str(err)
 
 
 def test_invalid_json_and_unknown_format(tmp_path: Path) -> None:

@@ -73,15 +73,16 @@ def select_deployments(settings: GatewaySettings, models: str | None) -> list[De
 
 
 def deployment_prices(settings: GatewaySettings, names: Iterable[str]) -> dict[str, Price]:
-    """List prices per deployment; every model measured (and the judge) must have them."""
+    """Prices per deployment by the gateway's rule (`gateway/pricing.py`): the deployment's,
+    else the configured checkpoint's, else LiteLLM's price map, else an error."""
+    from ..pricing import checkpoint_models, configured_checkpoint, resolve_price
+
+    specs = checkpoint_models(configured_checkpoint(settings))
     out: dict[str, Price] = {}
     for name in names:
         index = next(i for i, d in enumerate(settings.deployments) if d.name == name)
-        dep = settings.deployments[index]
-        if dep.input_price_per_million is None or dep.output_price_per_million is None:
-            raise ConfigError(f"deployments[{index}].input_price_per_million: r2 collect needs "
-                              f"both prices of {name!r} (write 0 for a free model)")
-        out[name] = Price(dep.input_price_per_million, dep.output_price_per_million)
+        price = resolve_price(settings.deployments[index], index, specs.get(name))
+        out[name] = Price(price.input_per_million, price.output_per_million)
     return out
 
 

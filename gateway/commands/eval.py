@@ -7,16 +7,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .train import add_subset_flags, names
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "eval", help="evaluate a checkpoint on outcome data (test split)",
         description="Sweep lambda and compare r2, point, oracle, random and best-single "
-                    "routers by AUDC, QNC and peak quality (definitions in docs/training.md).")
+                    "routers by AUDC, QNC and peak quality on the test queries with every arm "
+                    "(definitions in docs/training.md).")
     p.add_argument("data", nargs="+", metavar="DATA", help="outcome files with .meta.json")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint directory")
     p.add_argument("--point-policy", metavar="NAME",
-                   help="policy of the point router (default: best mean train quality)")
+                   help="policy of the point router (default: the best validation AUDC on the "
+                        "train split, recorded by r2 train)")
+    add_subset_flags(p)
     p.add_argument("--json", metavar="OUT", help="write metrics and curves as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="draw the curves (matplotlib)")
     p.add_argument("--embedder", metavar="NAME",
@@ -32,7 +37,11 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from router_core import load_checkpoint, make_embedder
     from router_core.training import embedder_config, evaluate, format_table, plot_report
+    from router_core.training.plot import require_matplotlib
 
+    if args.plot:
+        require_matplotlib()  # before the evaluation, not after it
+    models, policies = names(args.models, "--models"), names(args.policies, "--policies")
     ckpt = load_checkpoint(args.checkpoint)
     cfg = (embedder_config(args.embedder) if args.embedder
            else ckpt.provenance.get("embedder_config") or {"kind": "local"})
@@ -40,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         ckpt = load_checkpoint(args.checkpoint, expected_embedder=(embedder.id, embedder.dim))
         report = evaluate(args.data, ckpt, embedder, args.point_policy, args.cache_dir,
-                          split=args.split, progress=not args.no_progress)
+                          split=args.split, progress=not args.no_progress, models=models,
+                          policies=policies, log=print)
     finally:
         embedder.close()
     title = ", ".join(Path(d).name.split(".")[0] for d in args.data)

@@ -9,7 +9,11 @@ returns an `OutcomeData` whose arrays hold NaN where a query lacks an arm. Rules
   naming the file, the row and the field;
 - a present but null/NaN `score` means the source recorded no outcome for that arm (RouterBench
   does this): the row is counted in `unscored_rows` and the query lacks that arm;
-- every model must have rows under every policy (the checkpoint is a full grid).
+- arms may be sparse: a (model, policy) cell with no row is NaN for that query; a model need
+  not have every policy (see `coverage.py` for the table, the minimum rows and the subset).
+
+`models` / `policies` restrict the load to a subset (`--models A,B`, `--policies P,Q`); a name
+that no row has is an error listing the names the files do have.
 
 Cost of a cell is `input_tokens * input_price + output_tokens * output_price` with the meta's
 list prices, or the row's `cost_usd` where the model has no list price. For the checkpoint
@@ -60,9 +64,39 @@ class OutcomeData:
         return len(self.query_ids)
 
     @property
+    def observed(self) -> BoolArray:
+        """`[Q, M, P]`: the query has an outcome for that arm."""
+        return np.asarray(~np.isnan(self.score))
+
+    @property
+    def present(self) -> BoolArray:
+        """`[M, P]`: the arms with at least one outcome (a cell never run is no arm)."""
+        return np.asarray(self.observed.any(axis=0))
+
+    @property
     def complete(self) -> BoolArray:
-        """Queries with an outcome for every arm."""
-        return np.asarray(~np.isnan(self.score).any(axis=(1, 2)))
+        """Queries with an outcome for every present arm."""
+        return np.asarray(self.observed[:, self.present].all(axis=1))
+
+    def arm_cells(self) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        """Model and policy index of every present arm, model-major (the flat arm order)."""
+        mi, pj = np.nonzero(self.present)
+        return mi.astype(np.intp), pj.astype(np.intp)
+
+    def without_arms(self, drop: BoolArray) -> OutcomeData:
+        """The data with the arms `drop` (`[M, P]`) removed: their cells become NaN, and a
+        model or policy left with no arm leaves the grid."""
+        drop = np.asarray(drop, dtype=bool)
+        arrays = {k: getattr(self, k).copy()
+                  for k in ("score", "input_tokens", "output_tokens", "cost")}
+        for arr in arrays.values():
+            arr[:, drop] = np.nan
+        live = ~np.isnan(arrays["score"]).all(axis=0)
+        mi, pj = np.flatnonzero(live.any(axis=1)), np.flatnonzero(live.any(axis=0))
+        for key, arr in arrays.items():
+            arrays[key] = arr[:, mi][:, :, pj]
+        return replace(self, models=tuple(self.models[i] for i in mi),
+                       policies=tuple(self.policies[j] for j in pj), **arrays)
 
     def token_targets(self) -> F64:
         """Output tokens with numeric budgets capped at the budget (the `max_tokens` sent)."""
@@ -85,13 +119,17 @@ class OutcomeData:
             output_tokens=self.output_tokens[idx], cost=self.cost[idx])
 
     def arm_labels(self) -> list[str]:
-        return [f"{m}@{p}" for m in self.models for p in self.policies]
+        """`model@policy` of every present arm, in the flat arm order of `arm_cells`."""
+        mi, pj = self.arm_cells()
+        return [f"{self.models[i]}@{self.policies[j]}" for i, j in zip(mi, pj, strict=True)]
 
 
-def load_outcomes(paths: Sequence[str | Path]) -> OutcomeData:
-    """Read, validate and tensorise the outcome files `paths` (with their meta files)."""
+def load_outcomes(paths: Sequence[str | Path], models: Sequence[str] | None = None,
+                  policies: Sequence[str] | None = None) -> OutcomeData:
+    """Read, validate and tensorise the outcome files `paths` (with their meta files),
+    keeping only the rows of `models` and `policies` when given."""
     if not paths:
-        raise DataError("no data files given")
+        raise DataError("no data files given", fix="pass one or more outcome files")
     prices: dict[str, Prices] = {}
     collected: dict[str, dict[str, Any]] = {}
     records: list[_Record] = []
@@ -108,10 +146,30 @@ def load_outcomes(paths: Sequence[str | Path]) -> OutcomeData:
             else:
                 records.append(rec)
     if not records:
-        raise DataError("no scored rows", file=str(paths[0]))
-    data = _tensorise(records, prices, tuple(str(p) for p in paths), unscored)
+        raise DataError("no scored rows", file=str(paths[0]),
+                        fix="every row needs a numeric score in [0, 1]")
+    sources = tuple(str(p) for p in paths)
+    records = _select(records, models, policies, ", ".join(sources))
+    data = _tensorise(records, prices, sources, unscored)
     data.collected_policies = collected
     return data
+
+
+def _select(records: list[_Record], models: Sequence[str] | None,
+            policies: Sequence[str] | None, sources: str) -> list[_Record]:
+    """The records of the named models and policies; unknown names are errors."""
+    for flag, wanted, attr in (("--models", models, "model"), ("--policies", policies, "policy")):
+        if wanted is None:
+            continue
+        have = {str(getattr(r, attr)) for r in records}
+        unknown = [w for w in wanted if w not in have]
+        if unknown:
+            raise DataError(f"{flag}: no scored row has {attr} {', '.join(map(repr, unknown))}",
+                            file=sources, field=attr,
+                            fix=f"choose from {', '.join(sorted(have))}")
+        keep = set(wanted)
+        records = [r for r in records if str(getattr(r, attr)) in keep]
+    return records
 
 
 @dataclass(frozen=True)
@@ -133,7 +191,8 @@ def _merge_prices(prices: dict[str, Prices], meta: Meta, path: Path) -> None:
     for model, price in meta.prices.items():
         if model in prices and prices[model] != price:
             raise DataError("prices differ from another data file's meta", file=str(path),
-                            field=f"prices_usd.{model}")
+                            field=f"prices_usd.{model}",
+                            fix="give the model one list price in every meta file")
         prices[model] = price
 
 
@@ -142,22 +201,29 @@ def _text(row: Row, key: str, file: str, number: int) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if value is None:
-        raise DataError("missing field", file=file, row=number, field=key)
+        raise DataError("missing field", file=file, row=number, field=key,
+                        fix=f"add a non-empty string {key!r} to the row")
     if not isinstance(value, str) or not value.strip():
-        raise DataError("must be a non-empty string", file=file, row=number, field=key)
+        raise DataError("must be a non-empty string", file=file, row=number, field=key,
+                        fix=f"write {key!r} as a non-empty string")
     return value
 
 
 def _number(row: Row, key: str, file: str, number: int, upper: float = math.inf) -> float:
     value = row.get(key)
     if value is None:
-        raise DataError("missing field", file=file, row=number, field=key)
+        raise DataError("missing field", file=file, row=number, field=key,
+                        fix=f"add a numeric {key!r} to the row")
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DataError("must be a number", file=file, row=number, field=key)
+        raise DataError("must be a number", file=file, row=number, field=key,
+                        fix=f"write {key!r} as a JSON number, not a string")
     out = float(value)
     if not math.isfinite(out) or out < 0 or out > upper:
         bounds = "in [0, 1]" if upper == 1.0 else "finite and >= 0"
-        raise DataError(f"must be {bounds}, got {out!r}", file=file, row=number, field=key)
+        fix = ("rescale scores to [0, 1], or write null for an arm without an outcome"
+               if upper == 1.0 else "counts and costs are finite and never negative")
+        raise DataError(f"must be {bounds}, got {out!r}", file=file, row=number, field=key,
+                        fix=fix)
     return out
 
 
@@ -168,7 +234,7 @@ def _policy(row: Row, file: str, number: int) -> int | str:
     if isinstance(value, int) and not isinstance(value, bool):
         if value <= 0:
             raise DataError("a token budget must be a positive integer", file=file, row=number,
-                            field="policy")
+                            field="policy", fix="write a budget such as 100, or a policy name")
         return value
     return parse_policy_label(_text(row, "policy", file, number))
 
@@ -176,7 +242,8 @@ def _policy(row: Row, file: str, number: int) -> int | str:
 def _validate(row: Row, file: str, number: int) -> _Record | None:
     """One checked row, or None when its score is null/NaN (no outcome recorded)."""
     if "score" not in row:
-        raise DataError("missing field", file=file, row=number, field="score")
+        raise DataError("missing field", file=file, row=number, field="score",
+                        fix="add score in [0, 1], or null for an arm without an outcome")
     raw_score = row["score"]
     if raw_score is None or isinstance(raw_score, float) and math.isnan(raw_score):
         return None
@@ -184,7 +251,7 @@ def _validate(row: Row, file: str, number: int) -> _Record | None:
     split = _text(row, "split", file, number)
     if split not in SPLITS:
         raise DataError(f"split must be one of {SPLITS}, got {split!r}", file=file, row=number,
-                        field="split")
+                        field="split", fix="mark each query train or test (fixed per query)")
     return _Record(
         file=file, row=number,
         query_id=_text(row, "query_id", file, number),
@@ -220,7 +287,9 @@ def _tensorise(records: list[_Record], prices: dict[str, Prices],
         if key in seen:
             other = seen[key]
             raise DataError(f"duplicate (query_id, model, policy): same as row {other.row} of "
-                            f"{other.file}", file=rec.file, row=rec.row, field="query_id")
+                            f"{other.file}", file=rec.file, row=rec.row, field="query_id",
+                            fix="keep one row per query, model and policy (average samples "
+                                "into one score)")
         seen[key] = rec
         if rec.query_id not in queries:
             queries[rec.query_id] = len(first)
@@ -230,10 +299,14 @@ def _tensorise(records: list[_Record], prices: dict[str, Prices],
             for name in ("prompt", "split"):
                 if getattr(rec, name) != getattr(ref, name):
                     raise DataError(f"differs from row {ref.row} of {ref.file} for the same "
-                                    "query_id", file=rec.file, row=rec.row, field=name)
+                                    "query_id", file=rec.file, row=rec.row, field=name,
+                                    fix=f"give every row of a query_id the same {name}, or "
+                                        "use distinct query_ids")
         if rec.model not in prices and rec.cost_usd is None:
             raise DataError(f"model {rec.model!r} has no price in the meta file and the row "
-                            "has no cost_usd", file=rec.file, row=rec.row, field="cost_usd")
+                            "has no cost_usd", file=rec.file, row=rec.row, field="cost_usd",
+                            fix=f"add prices_usd.{rec.model} to the .meta.json beside the file, "
+                                "or a cost_usd to every row of the model")
         tokens_by_policy.setdefault(rec.policy, []).append(rec.output_tokens)
     models = sorted({rec.model for rec in records})
     mean_tokens = {k: float(np.mean(v)) for k, v in tokens_by_policy.items()}
@@ -252,7 +325,6 @@ def _tensorise(records: list[_Record], prices: dict[str, Prices],
             rec.input_tokens * price.input_per_million / 1e6
             + rec.output_tokens * price.output_per_million / 1e6
             if price is not None else rec.cost_usd)
-    _check_grid(arrays["score"], models, policies, sources)
     splits = tuple(r.split for r in first)
     all_prices, source = _model_prices(models, prices, arrays, splits)
     return OutcomeData(
@@ -260,15 +332,6 @@ def _tensorise(records: list[_Record], prices: dict[str, Prices],
         models=tuple(models), policies=tuple(policies), score=arrays["score"],
         input_tokens=arrays["in"], output_tokens=arrays["out"], cost=arrays["cost"],
         prices=all_prices, price_source=source, sources=sources, unscored_rows=unscored)
-
-
-def _check_grid(score: F64, models: list[str], policies: list[int | str],
-                sources: tuple[str, ...]) -> None:
-    present = ~np.isnan(score).all(axis=0)
-    for i, j in zip(*np.nonzero(~present), strict=True):
-        raise DataError(f"model {models[i]!r} has no scored row under policy {policies[j]!r}; "
-                        "every model needs every policy", file=", ".join(sources),
-                        field="policy")
 
 
 def _model_prices(models: list[str], prices: dict[str, Prices], arrays: dict[str, Any],
@@ -283,7 +346,8 @@ def _model_prices(models: list[str], prices: dict[str, Prices], arrays: dict[str
         if model in prices:
             out[model], source[model] = prices[model], "list"
             continue
-        rows = train if train.any() else np.ones_like(train)
+        has_train = ~np.isnan(arrays["cost"][train, i]).all() if train.any() else False
+        rows = train if has_train else np.ones_like(train)
         tin, tout = arrays["in"][rows, i].ravel(), arrays["out"][rows, i].ravel()
         cost = arrays["cost"][rows, i].ravel()
         ok = ~np.isnan(cost)

@@ -123,6 +123,7 @@ def choices(pred_q: F64, pred_c: F64, lambdas: F64, allowed: npt.NDArray[np.bool
     for s in range(0, len(lambdas), chunk):
         lam = lambdas[s: s + chunk, None, None]
         util = (1.0 - lam) * pred_q[None] - lam * pred_c[None]
+        util = np.where(np.isnan(util), -np.inf, util)  # NaN: an arm without a head
         if allowed is not None:
             util = np.where(allowed[None, None, :], util, -np.inf)
         out[s: s + chunk] = np.argmax(util, axis=2)
@@ -175,9 +176,11 @@ def evaluate_predictions(pred_q: F64, pred_c: F64, arms: Arms, point_arms: Seque
     return EvalReport(results, arms, c_lo, c_hi)
 
 
-def r2_audc(pred_q: F64, pred_c: F64, arms: Arms) -> float:
-    """The r2 router's AUDC alone (what validation compares variants by)."""
+def r2_audc(pred_q: F64, pred_c: F64, arms: Arms,
+            allowed: npt.NDArray[np.bool_] | None = None) -> float:
+    """The r2 router's AUDC alone (what validation compares variants by); with `allowed`, the
+    router restricted to those arms (the point router of one policy), on the same cost range."""
     lambdas = lambda_grid(float(arms.mean_cost.min()), float(arms.mean_cost.max()))
-    curve = realised(choices(pred_q, pred_c, lambdas), arms)
+    curve = realised(choices(pred_q, pred_c, lambdas, allowed), arms)
     return audc(curve.cost, curve.quality, float(arms.mean_cost.min()),
                 float(arms.mean_cost.max()))

@@ -50,11 +50,16 @@ def interpolate_budgets(heads: FittedHeads, policies: Sequence[Policy], budgets:
     hi = np.array([c[1] for c in order])
     w = np.array([c[2] for c in order])
     arrays = dict(heads.arrays)
-    for key in LINEAR_ARRAYS:
+    for key in (*LINEAR_ARRAYS, "quality_feat_coef", "tokens_feat_coef"):
+        if key not in heads.arrays:
+            continue
         arr = heads.arrays[key].astype(np.float64)
         shape = (1, len(order)) + (1,) * (arr.ndim - 2)
         blend = (1 - w.reshape(shape)) * arr[:, lo] + w.reshape(shape) * arr[:, hi]
         arrays[key] = blend.astype(np.float32)
+    if "arm_observed" in arrays:  # an interpolated arm has data only if both neighbours do
+        obs = heads.arrays["arm_observed"]
+        arrays["arm_observed"] = np.minimum(obs[:, lo], obs[:, hi]).astype(np.float32)
     by_budget = {p.budget: p for p in policies if p.budget is not None}
     new_policies = [by_budget.get(b) or budget_policy(b, instruction, cost_tokens="predicted")
                     for b, _ in budget_cols]

@@ -55,7 +55,7 @@ def dataset_stem(path: Path) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     raise DataError(f"unknown data format; expected one of {', '.join(SUFFIXES)}",
-                    file=str(path))
+                    file=str(path), fix="rename or convert the file to one of these formats")
 
 
 def meta_path(path: Path) -> Path:
@@ -87,6 +87,7 @@ def read_meta(path: Path) -> Meta:
             if (not isinstance(value, int | float) or isinstance(value, bool)
                     or not math.isfinite(value) or value < 0):
                 raise DataError("price must be a finite number >= 0", file=str(mpath),
+                                fix="write USD per million tokens, 0 for a free model",
                                 field=f"{where}.{key}")
             values.append(float(value))
         prices[str(model)] = Prices(values[0], values[1])
@@ -104,7 +105,8 @@ def read_meta(path: Path) -> Meta:
 def read_rows(path: Path) -> Iterator[tuple[int, Row]]:
     """Yield `(row_number, row)` for every record of an outcome file."""
     if not path.is_file():
-        raise DataError("data file not found", file=str(path))
+        raise DataError("data file not found", file=str(path),
+                        fix="check the path (the shared datasets live in ../shared/data)")
     name = path.name
     if name.endswith((".jsonl", ".jsonl.gz")):
         yield from read_jsonl(path)
@@ -135,9 +137,11 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON: {exc.msg}", file=str(path), row=number) from None
+                raise DataError(f"invalid JSON: {exc.msg}", file=str(path), row=number,
+                                fix="write one JSON object per line") from None
             if not isinstance(row, dict):
-                raise DataError("a row must be a JSON object", file=str(path), row=number)
+                raise DataError("a row must be a JSON object", file=str(path), row=number,
+                                fix="write one JSON object per line")
             yield number, row
 
 

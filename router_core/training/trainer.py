@@ -3,8 +3,8 @@
 `train` loads the data, embeds every prompt once (through the cache), chooses a head variant
 by k-fold cross-validation on the train split (validation AUDC of the r2 router; test queries
 are never looked at), fits it on the whole train split and writes a checkpoint with prices,
-policies and the validation table in its provenance. `evaluate` scores a checkpoint on the
-test split with every router of `evaluate.py`.
+policies and the validation tables (of the variants, and of the point router per policy) in
+its provenance. Scoring a checkpoint on the test split is `checkpoint_eval.py`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from ..embedders import Embedder, make_embedder
 from ..policies import DEFAULT_BUDGET_INSTRUCTION, Policy
 from ..scoring import Scorer
 from ..text import token_counter
+from .coverage import DEFAULT_MIN_ARM_ROWS, coverage_table, drop_sparse_arms, sparsest_arms
 from .dataset import OutcomeData, load_outcomes
 from .embed_cache import EmbeddingCache, default_cache_dir, embed_texts
 from .errors import DataError
-from .evaluate import Arms, EvalReport, evaluate_predictions, r2_audc
+from .evaluate import Arms, r2_audc
 from .interpolate import interpolate_budgets
 from .policyfile import (
     PolicyFile,
@@ -85,41 +86,77 @@ def make_checkpoint(heads: FittedHeads, data: OutcomeData, policies: Sequence[Po
                       provenance=dict(provenance or {}))
 
 
+def checkpoint_arms(ckpt: Checkpoint) -> set[tuple[str, str]]:
+    """`(model, policy label)` of every arm the checkpoint can choose."""
+    observed = ckpt.arrays.get("arm_observed")
+    return {(m, str(p.label)) for i, m in enumerate(ckpt.model_names)
+            for j, p in enumerate(ckpt.policies) if observed is None or observed[i, j] > 0.5}
+
+
 def predict_arms(ckpt: Checkpoint, data: OutcomeData, embeddings: F64,
                  input_tokens: F64) -> tuple[F64, F64]:
-    """Predicted quality and cost `[N, A]` for the data's arms (model-major, as `arms_of`)."""
+    """Predicted quality and cost `[N, A]` for the data's present arms (the order of `arms_of`);
+    NaN for an arm the checkpoint has no head for (no router picks it)."""
     models = {m: i for i, m in enumerate(ckpt.model_names)}
-    labels = {p.label: j for j, p in enumerate(ckpt.policies)}
+    labels = {str(p.label): j for j, p in enumerate(ckpt.policies)}
     cells = []
-    for m in data.models:
-        for p in data.policies:
-            if m not in models or p not in labels:
-                raise DataError(f"the checkpoint has no head for model {m!r} at policy {p!r}",
-                                field="model" if m not in models else "policy")
-            cells.append((models[m], labels[p]))
+    for i, j in zip(*data.arm_cells(), strict=True):
+        m, p = data.models[i], str(data.policies[j])
+        if m not in models or p not in labels:
+            raise DataError(f"the checkpoint has no head for model {m!r} at policy {p!r}",
+                            field="model" if m not in models else "policy",
+                            fix="restrict with --models/--policies to the checkpoint's arms")
+        cells.append((models[m], labels[p]))
     mi, pj = (np.array(v, dtype=np.intp) for v in zip(*cells, strict=True))
     scores = Scorer(ckpt).predict(embeddings, input_tokens)
-    return scores.quality[:, mi, pj], scores.cost[:, mi, pj]
+    q, c = scores.quality[:, mi, pj], scores.cost[:, mi, pj]
+    have = checkpoint_arms(ckpt)
+    missing = [k for k, (i, j) in enumerate(zip(mi, pj, strict=True))
+               if (ckpt.model_names[i], str(ckpt.policies[j].label)) not in have]
+    q[:, missing] = np.nan
+    return q, c
 
 
 def arms_of(data: OutcomeData) -> Arms:
-    n = data.n_queries
-    return Arms(data.arm_labels(), data.score.reshape(n, -1), data.cost.reshape(n, -1))
+    mi, pj = data.arm_cells()
+    return Arms(data.arm_labels(), data.score[:, mi, pj], data.cost[:, mi, pj])
+
+
+def policy_masks(data: OutcomeData) -> dict[str, npt.NDArray[np.bool_]]:
+    """Per policy label, which of the flat present arms belong to it (the point router's)."""
+    _, pj = data.arm_cells()
+    return {str(p): pj == j for j, p in enumerate(data.policies) if (pj == j).any()}
+
+
+@dataclass
+class Validation:
+    """Fold AUDCs on the train split: of r2 per variant, of the point router per variant and
+    policy, and the validation queries of every fold."""
+
+    r2: dict[str, list[float]]
+    point: dict[str, dict[str, list[float]]]
+    queries: list[int]
 
 
 def cross_validate(variants: Sequence[Variant], prep: Prepared, policies: Sequence[Policy],
                    embedder: EmbedderSpec, folds: int = 5, seed: int = 0,
-                   progress: bool = True) -> dict[str, list[float]]:
-    """Validation AUDC of the r2 router per variant and fold, on the train split only."""
+                   progress: bool = True) -> Validation:
+    """Validation AUDC of the r2 and point routers per variant and fold, on the train split.
+
+    Folds are by query. Heads are fitted on every query of the other folds (each arm on the
+    rows where it was observed); a fold is judged on its queries that have every arm.
+    """
     from tqdm.auto import tqdm
 
     data = prep.data
     order = np.random.default_rng(seed).permutation(data.n_queries)
     fold_of = np.empty(data.n_queries, dtype=np.intp)
     fold_of[order] = np.arange(data.n_queries) % folds
-    out: dict[str, list[float]] = {v.name: [] for v in variants}
+    out = Validation({v.name: [] for v in variants},
+                     {v.name: {p: [] for p in policy_masks(data)} for v in variants}, [])
     tokens = data.token_targets()
     complete = data.complete
+    masks = policy_masks(data)
     bar = tqdm(total=folds * len(variants), desc="validating variants", disable=not progress)
     for k in range(folds):
         fit_rows = fold_of != k
@@ -128,58 +165,94 @@ def cross_validate(variants: Sequence[Variant], prep: Prepared, policies: Sequen
             bar.update(len(variants))
             continue
         val = data.subset(val_rows)
+        arms = arms_of(val)
+        out.queries.append(int(val_rows.sum()))
         for variant in variants:
             heads = fit_variant(variant, prep.embeddings[fit_rows], data.score[fit_rows],
-                                tokens[fit_rows])
+                                tokens[fit_rows], prep.input_tokens[fit_rows])
             ckpt = make_checkpoint(heads, data, policies, embedder)
             q, c = predict_arms(ckpt, val, prep.embeddings[val_rows], prep.input_tokens[val_rows])
-            out[variant.name].append(r2_audc(q, c, arms_of(val)))
+            out.r2[variant.name].append(r2_audc(q, c, arms))
+            for label, mask in masks.items():
+                out.point[variant.name][label].append(r2_audc(q, c, arms, mask))
             bar.update(1)
     bar.close()
     return out
 
 
+def _summary(folds: Sequence[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(folds)), "std": float(np.std(folds)), "folds": len(folds)}
+
+
+@dataclass
+class Choice:
+    """The chosen variant, the validation table of every candidate and the point router's
+    validation AUDC per policy under the chosen variant (empty without validation)."""
+
+    variant: Variant
+    table: dict[str, dict[str, float]]
+    point: dict[str, dict[str, float]]
+
+    @property
+    def point_policy(self) -> str | None:
+        if not self.point:
+            return None
+        return max(self.point, key=lambda p: self.point[p]["mean"])
+
+
 def choose_variant(name: str, prep: Prepared, policies: Sequence[Policy], embedder: EmbedderSpec,
-                   folds: int, log: Log, progress: bool = True,
-                   ) -> tuple[Variant, dict[str, dict[str, float]]]:
+                   folds: int, log: Log, progress: bool = True) -> Choice:
     """The named variant, or for `auto` the best mean validation AUDC among `AUTO_VARIANTS`."""
     if name != "auto" and name not in VARIANTS:
-        raise DataError(f"unknown variant {name!r}; expected auto or one of {sorted(VARIANTS)}",
-                        field="variant")
+        raise DataError(f"unknown variant {name!r}", field="variant",
+                        fix=f"pass auto or one of {', '.join(sorted(VARIANTS))}")
     if name != "auto" and folds < 2:
-        return VARIANTS[name], {}
+        return Choice(VARIANTS[name], {}, {})
     names = AUTO_VARIANTS if name == "auto" else (name,)
     score = prep.data.score
     candidates = [VARIANTS[n] for n in names if applicable(VARIANTS[n], prep.data.policies, score)]
-    scores = cross_validate(candidates, prep, policies, embedder, max(folds, 2),
-                            progress=progress)
-    if not any(scores.values()):
-        raise DataError("too few complete train queries to cross-validate; pass --variant NAME "
-                        "--folds 0", field="folds")
-    table = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "folds": len(v)}
-             for k, v in scores.items()}
+    val = cross_validate(candidates, prep, policies, embedder, max(folds, 2), progress=progress)
+    if not val.queries:
+        raise DataError(f"too few train queries with every arm to cross-validate "
+                        f"({int(prep.data.complete.sum())}); the sparsest arms: "
+                        f"{sparsest_arms(prep.data)}", field="folds",
+                        fix="leave sparse arms out (--models/--policies, a higher "
+                            "--min-arm-rows) or skip validation with --variant NAME --folds 0")
+    table = {k: _summary(v) for k, v in val.r2.items()}
     best = max(candidates, key=lambda v: (table[v.name]["mean"], -names.index(v.name)))
+    log(f"validation on {sum(val.queries)} train queries with every arm "
+        f"({len(val.queries)} folds):")
     for k, row in table.items():
         log(f"  validation AUDC {k:<16} {row['mean']:.4f} +- {row['std']:.4f}")
-    return best, table
+    point = {p: _summary(v) for p, v in val.point[best.name].items()}
+    return Choice(best, table, point)
 
 
 def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[str, Any],
           policies_file: str | Path | None = None, variant: str = "auto", folds: int = 5,
           cache_dir: str | Path | None = None, name: str | None = None,
-          interpolate: Sequence[int] = (), progress: bool = True, log: Log = print) -> Checkpoint:
+          interpolate: Sequence[int] = (), progress: bool = True, log: Log = print,
+          models: Sequence[str] | None = None, policies: Sequence[str] | None = None,
+          min_arm_rows: int = DEFAULT_MIN_ARM_ROWS, strict: bool = False) -> Checkpoint:
     """Fit on the train split of `paths` and write a checkpoint to `out`.
 
-    `interpolate` adds numeric budgets between the trained ones (see `interpolate.py`).
+    The whole data is read and checked, and its coverage printed, before anything is embedded.
+    `models` / `policies` restrict it to a subset; arms with fewer than `min_arm_rows` train
+    rows are left out with a warning (refused when `strict`). `interpolate` adds numeric
+    budgets between the trained ones (see `interpolate.py`).
     """
     pfile: PolicyFile | None = load_policy_file(policies_file) if policies_file else None
-    everything = load_outcomes(paths)
+    everything = load_outcomes(paths, models, policies)
+    log(coverage_table(everything))
     train_rows = everything.split_mask("train")
     if not train_rows.any():
-        raise DataError("no train rows", file=", ".join(everything.sources), field="split")
+        raise DataError("no train rows", file=", ".join(everything.sources), field="split",
+                        fix="mark about 70% of the queries 'train' (r2 eval uses 'test')")
+    everything = drop_sparse_arms(everything, min_arm_rows, strict, log)
     data = everything.subset(train_rows)
     log(f"train split: {data.n_queries} queries x {len(data.models)} models x "
-        f"{len(data.policies)} policies; {int((~data.complete).sum())} queries lack some arms "
+        f"{len(data.policies)} policies ({int(data.present.sum())} arms); "
+        f"{int((~data.complete).sum())} queries lack some arms "
         f"({everything.unscored_rows} rows without a score)")
     embedder = make_embedder(embedder_cfg)
     try:
@@ -188,67 +261,31 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
         embedder.close()
     pfile = with_collected(pfile, data.collected_policies,
                            file=", ".join(str(meta_path(Path(p))) for p in paths))
-    policies = build_policies(data.policies, pfile)
+    specs = build_policies(data.policies, pfile)
     spec = EmbedderSpec(embedder.id, embedder.dim, embedder.normalized)
-    chosen, table = choose_variant(variant, train_prep, policies, spec, folds, log, progress)
-    log(f"variant: {chosen.name}")
-    heads = fit_variant(chosen, train_prep.embeddings, data.score, data.token_targets())
+    choice = choose_variant(variant, train_prep, specs, spec, folds, log, progress)
+    log(f"variant: {choice.variant.name}")
+    if choice.point_policy is not None and len(choice.point) > 1:
+        log("point router by policy (validation AUDC): " + ", ".join(
+            f"{p} {row['mean']:.4f}" for p, row in choice.point.items())
+            + f"; best: {choice.point_policy}")
+    heads = fit_variant(choice.variant, train_prep.embeddings, data.score, data.token_targets(),
+                        train_prep.input_tokens)
     if interpolate:
         template = pfile.budget_instruction if pfile else DEFAULT_BUDGET_INSTRUCTION
-        heads, policies = interpolate_budgets(heads, policies, interpolate, template)
+        heads, specs = interpolate_budgets(heads, specs, interpolate, template)
     provenance = {
         "data": [Path(p).name for p in paths], "split": "train", "queries": data.n_queries,
-        "variant": chosen.name, "validation_audc": table, "embedder_config": dict(embedder_cfg),
+        "variant": choice.variant.name, "validation_audc": choice.table,
+        "point_validation_audc": choice.point, "point_policy": choice.point_policy,
+        "min_arm_rows": min_arm_rows, "embedder_config": dict(embedder_cfg),
         "prices": {m: data.price_source[m] for m in data.models}, **heads.info,
         "policies_file": Path(pfile.path).name if pfile and pfile.path else None,
     }
-    ckpt = make_checkpoint(heads, data, policies, spec, name or Path(out).name, provenance)
+    ckpt = make_checkpoint(heads, data, specs, spec, name or Path(out).name, provenance)
     save_checkpoint(ckpt, out)
-    missing = missing_instructions(policies)
+    missing = missing_instructions(specs)
     if missing:
         log(f"warning: named policies without an instruction: {', '.join(missing)}; the gateway "
-            "will refuse to serve this checkpoint (pass --policies FILE)")
+            "will refuse to serve this checkpoint (pass --policy-file FILE)")
     return ckpt
-
-
-def default_point_policy(data: OutcomeData) -> int | str:
-    """The policy a reactive router would fix: best mean train quality over the models."""
-    train = data.split_mask("train")
-    rows = data.score[train] if train.any() else data.score
-    means = np.nanmean(rows, axis=(0, 1))  # every policy has rows: no empty slice
-    return data.policies[int(np.nanargmax(means))]
-
-
-def evaluate(paths: Sequence[str | Path], ckpt: Checkpoint, embedder: Embedder,
-             point_policy: str | None = None, cache_dir: str | Path | None = None,
-             split: str = "test", progress: bool = True) -> EvalReport:
-    """Every router on the `split` queries that have all arms; the rest are counted."""
-    data = load_outcomes(paths)
-    point = default_point_policy(data) if point_policy is None else point_policy
-    labels = [str(p) for p in data.policies]
-    if str(point) not in labels:
-        raise DataError(f"--point-policy {point!r} is not a policy of the data "
-                        f"({', '.join(labels)})", field="point_policy")
-    in_split = data.split_mask(split)
-    rows = in_split & data.complete
-    if not rows.any():
-        raise DataError(f"no {split} queries with every arm", field="split")
-    prep = prepare(data.subset(rows), embedder, cache_dir, progress)
-    q, c = predict_arms(ckpt, prep.data, prep.embeddings, prep.input_tokens)
-    j = labels.index(str(point))
-    point = data.policies[j]
-    point_arms = [i * len(data.policies) + j for i in range(len(data.models))]
-    report = evaluate_predictions(q, c, arms_of(prep.data), point_arms)
-    lam = ckpt.default_lambda
-    r2 = report.routers["r2"].curve
-    at = int(np.argmin(np.abs(np.asarray(r2.lambdas) - lam)))
-    report.info = {
-        "split": split, "queries": int(rows.sum()),
-        "queries_missing_arms": int((in_split & ~data.complete).sum()),
-        "rows_without_score": data.unscored_rows, "point_policy": point,
-        "checkpoint": str(ckpt.path) if ckpt.path else ckpt.name,
-        "embedder": embedder.id, "variant": ckpt.provenance.get("variant"),
-        "default_lambda": {"lambda": lam, "cost": float(r2.cost[at]),
-                           "quality": float(r2.quality[at])},
-    }
-    return report

@@ -7,6 +7,8 @@
 | `shared` | hierarchical Ridge: all-arm mean + model + arm deviations (see `ridge`) | Ridge |
 | `shared-log` | as `shared` | Ridge on log1p(tokens) |
 | `shared-monotone` | `shared`, made non-decreasing in the numeric budget when scoring | Ridge |
+| `shared-len` | `shared` on embedding ++ log input length (`features.py`) | Ridge, same inputs |
+| `shared-log-len` | as `shared-len` | Ridge on log1p(tokens), same inputs |
 | `mlp` | MLP 256-128-64, sigmoid output | MLP on log1p(tokens) |
 
 Every variant caps predicted tokens at the policy's `max_tokens` (the budget) when scoring.
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..features import input_features
 from .mlp import MLPConfig, fit_mlp_bank
 from .ridge import LinearBank, Solvers, fit_ridge_bank, fit_shared_bank
 
@@ -38,6 +41,8 @@ class Variant:
     tokens_space: str = "linear"  # "linear" | "log1p"
     monotone: bool = False
     mlp: MLPConfig = field(default_factory=MLPConfig)
+    #: Request features (`router_core/features.py`) the linear heads read next to the embedding.
+    features: tuple[str, ...] = ()
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
@@ -46,10 +51,14 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("shared", quality="shared"),
     Variant("shared-log", quality="shared", tokens_space="log1p"),
     Variant("shared-monotone", quality="shared", monotone=True),
+    Variant("shared-len", quality="shared", features=("log_input_tokens",)),
+    Variant("shared-log-len", quality="shared", tokens_space="log1p",
+            features=("log_input_tokens",)),
     Variant("mlp", quality="mlp", tokens_space="log1p"),
 )}
 #: Variants compared by `r2 train --variant auto` (the MLP only when asked: it is slow on CPU).
-AUTO_VARIANTS = ("ridge", "ridge-log", "shared", "shared-log", "shared-monotone")
+AUTO_VARIANTS = ("ridge", "ridge-log", "shared", "shared-log", "shared-monotone", "shared-len",
+                 "shared-log-len")
 
 
 @dataclass
@@ -85,17 +94,39 @@ def quality_falls(score: F64, order: Sequence[int], z: float = 2.33) -> bool:
     return False
 
 
-def fit_variant(variant: Variant, x: F64, score: F64, tokens: F64) -> FittedHeads:
-    """Fit quality and token heads for every arm on `x` `[N, D]`, `score`/`tokens` `[N, M, P]`."""
+def fit_variant(variant: Variant, x: F64, score: F64, tokens: F64,
+                input_tokens: F64 | None = None) -> FittedHeads:
+    """Fit quality and token heads for every arm on `x` `[N, D]`, `score`/`tokens` `[N, M, P]`
+    (and `input_tokens` `[N]`, which variants with request features read)."""
     from threadpoolctl import threadpool_limits
 
     # These matrices are small: one BLAS thread is as fast unloaded and far faster on a busy
     # machine, where OpenBLAS threads spin against each other.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _fit(variant, x, score, tokens)
+        return _fit(variant, x, score, tokens, input_tokens)
 
 
-def _fit(variant: Variant, x: F64, score: F64, tokens: F64) -> FittedHeads:
+def _fit(variant: Variant, x: F64, score: F64, tokens: F64,
+         input_tokens: F64 | None) -> FittedHeads:
+    d = x.shape[1]
+    if variant.features:
+        if input_tokens is None:
+            raise ValueError(f"variant {variant.name} needs the input tokens")
+        x = np.hstack([x, input_features(variant.features, input_tokens)])
+    heads = _fit_heads(variant, x, score, tokens)
+    if variant.features:  # split the feature weights off: the embedding heads keep their shape
+        heads.options["features"] = list(variant.features)
+        for target in ("quality", "tokens"):
+            coef = heads.arrays[f"{target}_coef"]
+            heads.arrays[f"{target}_coef"] = np.ascontiguousarray(coef[:, :, :d])
+            heads.arrays[f"{target}_feat_coef"] = np.ascontiguousarray(coef[:, :, d:])
+    observed = np.asarray(~np.isnan(score).all(axis=0))
+    if not observed.all():  # sparse data: the scorer never offers an arm without data
+        heads.arrays["arm_observed"] = np.asarray(observed, dtype=np.float32)
+    return heads
+
+
+def _fit_heads(variant: Variant, x: F64, score: F64, tokens: F64) -> FittedHeads:
     n, m, p = score.shape
     options: dict[str, Any] = {"quality_link": "clip", "tokens_space": variant.tokens_space,
                                "monotone_quality": variant.monotone}
