@@ -4,7 +4,8 @@ Layout::
 
     manifest.json   schema_version, embedder {id, dim, normalized}, models [{name, provider_id,
                     input_price_per_million, output_price_per_million}], policies [...],
-                    heads {kind, file, ...}, files {name: sha256}, default_lambda, input_tokens
+                    heads {kind, file, ...}, files {name: sha256}, default_lambda, input_tokens,
+                    tradeoff (optional: the calibrated trade-off table, see tradeoff.py)
     heads.npz       quality_coef [M,P,D], quality_intercept [M,P],
                     tokens_coef [M,P,D], tokens_intercept [M,P]   (loaded with allow_pickle=False)
 
@@ -29,6 +30,7 @@ import numpy.typing as npt
 
 from ._errors import CheckpointError
 from .policies import Policy
+from .tradeoff import TradeoffTable
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -78,6 +80,8 @@ class Checkpoint:
     name: str = "r2-checkpoint"
     provenance: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    #: Calibrated `x-r2-tradeoff` -> lambda map (router_core/tradeoff.py); None: not calibrated.
+    tradeoff: TradeoffTable | None = None
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -99,6 +103,7 @@ class Checkpoint:
             "heads": {"kind": self.head_kind, "file": HEADS_FILE, **self.head_options},
             "files": dict(files),
             "provenance": self.provenance,
+            **({"tradeoff": self.tradeoff.to_json()} if self.tradeoff is not None else {}),
         }
 
 
@@ -226,11 +231,19 @@ def _parse_manifest(raw: dict[str, Any], path: Path) -> Checkpoint:
         raise CheckpointError(f"heads.kind must be one of {HEAD_KINDS}", file=str(path),
                               field="heads.kind")
     lam = raw.get("default_lambda", 0.99999)
+    table = None
+    if raw.get("tradeoff") is not None:  # optional: manifests before it still load
+        try:
+            table = TradeoffTable.from_json(raw["tradeoff"])
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"invalid trade-off table: {exc}", file=str(path),
+                                  field="tradeoff") from None
     return Checkpoint(
         embedder=embedder, models=tuple(models), policies=tuple(policies), arrays={},
         head_kind=kind, head_options=heads, default_lambda=float(lam),
         input_tokens=str(raw.get("input_tokens", "tokenizer")),
         name=str(raw.get("name", path.parent.name)), provenance=dict(raw.get("provenance", {})),
+        tradeoff=table,
     )
 
 

@@ -31,12 +31,15 @@ async def _chat(args: argparse.Namespace) -> dict[str, Any]:
     from ..protocol import RouteHeaders
     from ..service import Service
 
+    from router_core.tradeoff import resolve_lambda
+
     settings = load_settings(args.config)
-    lam = settings.default_lambda if args.lambda_ is None else args.lambda_
     messages = [{"role": "user", "content": args.text}]
     if args.system:
         messages.insert(0, {"role": "system", "content": args.system})
     svc = Service(settings)
+    lam = (resolve_lambda(svc.default_knob, svc.checkpoint.tradeoff) if args.lambda_ is None
+           else args.lambda_)
     await svc.start()
     try:
         decision = await svc.route(messages, RouteHeaders(lam, None, None), args.max_tokens)
