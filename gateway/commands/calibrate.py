@@ -64,9 +64,8 @@ def _fail(message: str) -> int:
 def read_queries(path: Path, split: str = "train") -> list[str]:
     """The query texts of `path` (see the module docstring for the formats)."""
     from router_core import InvalidInputError
-    from router_core.training.readers import meta_path
 
-    if meta_path(path).is_file():
+    if is_outcome_data(path):
         from router_core.training import load_outcomes
 
         data = load_outcomes([path])
@@ -174,10 +173,19 @@ def write_table(src: Path, table: Any, out: Path | None) -> Path:
     return target
 
 
-def _describe(path: Path, split: str) -> str:
+def is_outcome_data(path: Path) -> bool:
+    """Outcome data has a `.meta.json` beside it (as `r2 train` reads it)."""
+    from router_core.training import DataError
     from router_core.training.readers import meta_path
 
-    return f"{path.name} ({split} split)" if meta_path(path).is_file() else path.name
+    try:
+        return meta_path(path).is_file()
+    except DataError:  # not a data format at all
+        return False
+
+
+def _describe(path: Path, split: str) -> str:
+    return f"{path.name} ({split} split)" if is_outcome_data(path) else path.name
 
 
 def run(args: argparse.Namespace) -> int:
