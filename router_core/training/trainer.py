@@ -23,6 +23,7 @@ from ..embedders import Embedder, make_embedder
 from ..policies import DEFAULT_BUDGET_INSTRUCTION, Policy
 from ..scoring import Scorer
 from ..text import token_counter
+from ..tradeoff import calibrate, tradeoff_points
 from .dataset import OutcomeData, load_outcomes
 from .embed_cache import EmbeddingCache, default_cache_dir, embed_texts
 from .errors import DataError
@@ -203,6 +204,8 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
         "policies_file": Path(pfile.path).name if pfile and pfile.path else None,
     }
     ckpt = make_checkpoint(heads, data, policies, spec, name or Path(out).name, provenance)
+    ckpt.tradeoff = calibrate(Scorer(ckpt), train_prep.embeddings, train_prep.input_tokens,
+                              source=f"{', '.join(Path(p).name for p in paths)} (train split)")
     save_checkpoint(ckpt, out)
     missing = missing_instructions(policies)
     if missing:
@@ -251,4 +254,7 @@ def evaluate(paths: Sequence[str | Path], ckpt: Checkpoint, embedder: Embedder,
         "default_lambda": {"lambda": lam, "cost": float(r2.cost[at]),
                            "quality": float(r2.quality[at])},
     }
+    if ckpt.tradeoff is not None:
+        report.info["tradeoff_points"] = tradeoff_points(ckpt.tradeoff, q, c, report.arms.quality,
+                                                         report.arms.cost)
     return report
