@@ -117,3 +117,15 @@ def test_tradeoff_points_on_evaluation_queries(tmp_path: Path) -> None:
     costs = [p["predicted_cost"] for p in points]
     assert all(b <= a for a, b in zip(costs, costs[1:], strict=False))
     assert points[0]["log_cost_position"] == 0.0 and points[-1]["log_cost_position"] == 1.0
+
+
+def test_shipped_checkpoints_are_calibrated() -> None:
+    """Every checkpoint in checkpoints/ carries a monotone table (docs/routing.md has the
+    commands that write them)."""
+    root = Path(__file__).resolve().parents[1] / "checkpoints"
+    dirs = [d for d in sorted(root.iterdir()) if (d / "manifest.json").is_file()]
+    assert dirs
+    for d in dirs:
+        table = load_checkpoint(d).tradeoff
+        assert table is not None, f"{d.name}: run r2 calibrate (docs/routing.md)"
+        assert table.lambda_for(0) == 0.0 and table.log_cost_span > 1.0

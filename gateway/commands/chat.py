@@ -25,13 +25,13 @@ def register(sub: Any) -> None:
 
 
 async def _chat(args: argparse.Namespace) -> dict[str, Any]:
+    from router_core.tradeoff import resolve_lambda
+
     from ..chat import _rewrite, _to_dict
     from ..config import load_settings
     from ..errors import to_api_error
     from ..protocol import RouteHeaders
     from ..service import Service
-
-    from router_core.tradeoff import resolve_lambda
 
     settings = load_settings(args.config)
     messages = [{"role": "user", "content": args.text}]
