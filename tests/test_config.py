@@ -69,13 +69,6 @@ def test_production_template_builds_with_imported_release(
         warnings.simplefilter("ignore")
         import_release(shared_dir / "upstream-r2router" / "r2_router", tmp_path / "rel",
                        trust_pickle=True)
-    # gateway.yaml's default_tradeoff needs the table; calibrated as gateway.yaml says.
-    from gateway.cli import main
-
-    parity = shared_dir / "upstream-r2router"
-    assert main(["calibrate", "--checkpoint", str(tmp_path / "rel"), "--embeddings",
-                 str(parity / "parity_embeddings.npy"), "--input-tokens",
-                 str(parity / "parity_cases.jsonl")]) == 0
     monkeypatch.setenv("R2_CHECKPOINT", str(tmp_path / "rel"))
     monkeypatch.setenv("R2_EMBEDDINGS_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-test")

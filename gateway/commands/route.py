@@ -24,11 +24,6 @@ def register(sub: Any) -> None:
     p.add_argument("--checkpoint", help=f"checkpoint directory (default {DEFAULT_CHECKPOINT})")
     p.add_argument("--config", help="gateway YAML: checkpoint, embedder and default lambda")
     p.add_argument("--lambda", dest="lambda_", type=float, help="cost weight in [0, 1]")
-    p.add_argument("--tradeoff", type=float,
-                   help="calibrated trade-off: 0 best quality .. 1 cheapest (needs a table)")
-    p.add_argument("--usd-per-quality", type=float, metavar="W",
-                   help="USD per request you would pay for +1.0 predicted quality (lambda "
-                        "1/(1+W))")
     p.add_argument("--embeddings", help="route each row of this .npy file instead of a text")
     p.add_argument("--input-tokens", type=int, help="input tokens for cost (with --embeddings)")
     p.add_argument("--models", help="comma list of allowed models")
@@ -36,6 +31,11 @@ def register(sub: Any) -> None:
     p.add_argument("--max-cost-usd", type=float, help="largest predicted cost to accept")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--verbose", action="store_true", help="list every candidate by utility")
+    p.add_argument("--tradeoff", type=float, metavar="T",
+                   help="calibrated trade-off: 0 best quality .. 1 cheapest (needs a table)")
+    p.add_argument("--usd-per-quality", type=float, metavar="W",
+                   help="USD per request you would pay for +1.0 predicted quality (lambda "
+                        "1/(1+W))")
     p.set_defaults(func=run)
 
 
