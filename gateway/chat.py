@@ -51,6 +51,10 @@ class Outcome:
     lambda_: float | None = None
     route_ms: float = 0.0
     fallback: str | None = None
+    #: The calibrated trade-off behind `lambda_`, echoed as `x-r2-tradeoff`.
+    tradeoff: float | None = None
+    #: Whether this request's realised spend has reached spend pacing.
+    spent: bool = False
 
     def response_headers(self) -> dict[str, str]:
         out = {"x-request-id": self.request_id}
@@ -67,6 +71,8 @@ class Outcome:
         elif self.lambda_ is not None:  # routed, but without a decision (embedder fallback)
             out.update({"x-r2-model": self.deployment, "x-r2-lambda": repr(self.lambda_),
                         "x-r2-route-ms": f"{self.route_ms:.2f}"})
+        if self.tradeoff is not None and "x-r2-lambda" in out:
+            out["x-r2-tradeoff"] = repr(self.tradeoff)
         if self.fallback:
             out["x-r2-fallback"] = self.fallback
         return out
@@ -110,7 +116,8 @@ async def handle_chat(request: Request, body: dict[str, Any], svc: Service) -> R
 
 async def _route(request: Request, body: dict[str, Any], svc: Service,
                  request_id: str) -> tuple[Outcome, dict[str, Any]]:
-    headers = parse_route_headers(request.headers, svc.settings.default_lambda)
+    headers = parse_route_headers(request.headers, svc.request_default(),
+                                  svc.checkpoint.tradeoff)
     _, client_cap = client_max_tokens(body)
     start = time.perf_counter()
     try:
@@ -121,10 +128,11 @@ async def _route(request: Request, body: dict[str, Any], svc: Service,
             raise
         svc.metrics.fallbacks.labels("embedder-unavailable").inc()
         outcome = Outcome(request_id, fallback, None, headers.lambda_,
-                          (time.perf_counter() - start) * 1000, fallback="embedder-unavailable")
+                          (time.perf_counter() - start) * 1000, fallback="embedder-unavailable",
+                          tradeoff=headers.tradeoff)
         return outcome, {**body, "model": fallback}
     outcome = Outcome(request_id, decision.model, decision, headers.lambda_,
-                      (time.perf_counter() - start) * 1000)
+                      (time.perf_counter() - start) * 1000, tradeoff=headers.tradeoff)
     svc.metrics.decisions.labels(decision.model, str(decision.budget)).inc()
     svc.metrics.predicted_cost.labels(decision.model).inc(decision.chosen.predicted_cost_usd)
     return outcome, _rewrite(body, svc, decision)
@@ -191,6 +199,7 @@ async def _forward(request: Request, body: dict[str, Any], svc: Service, outcome
         data = _to_dict(result)
         data["model"] = name
         _observe_usage(svc, outcome, data)
+        _pace(svc, outcome, None)
         headers = outcome.response_headers()
         note = usage_note(attempt, name in svc.upstream.clients)
         if note:
@@ -226,10 +235,23 @@ def _observe_usage(svc: Service, outcome: Outcome, data: dict[str, Any]) -> None
             cost = ((usage.get("prompt_tokens") or 0) * spec.input_price_per_million
                     + completion * spec.output_price_per_million) / 1e6
             svc.metrics.actual_cost.labels(outcome.deployment).inc(cost)
+            _pace(svc, outcome, cost)
     for choice in data.get("choices") or []:
         if choice.get("finish_reason") == "length" and outcome.decision is not None:
             svc.metrics.cut_at_budget.labels(outcome.deployment,
                                              str(outcome.decision.budget)).inc()
+
+
+def _pace(svc: Service, outcome: Outcome, cost: float | None) -> None:
+    """Tell spend pacing what this request cost, once: the realised cost from usage, or at
+    the end, without usage (a stream without `include_usage`), the predicted cost."""
+    if svc.pacing is None or outcome.spent:
+        return
+    if cost is None and outcome.decision is not None:
+        cost = outcome.decision.chosen.predicted_cost_usd
+    if cost is not None:
+        outcome.spent = True
+        svc.pacing.record(cost)
 
 
 async def _open_stream(request: Request, body: dict[str, Any], svc: Service,
@@ -305,6 +327,7 @@ async def _sse(iterator: AsyncIterator[Any], head: Any, svc: Service, outcome: O
         yield f"data: {json.dumps(err.body())}\n\n"
     finally:
         await _close(iterator)
+        _pace(svc, outcome, None)
     yield "data: [DONE]\n\n"
 
 
@@ -323,10 +346,13 @@ async def _close(iterator: AsyncIterator[Any]) -> None:
 
 
 async def handle_route(request: Request, body: dict[str, Any], svc: Service) -> Response:
-    headers: RouteHeaders = parse_route_headers(request.headers, svc.settings.default_lambda)
+    headers: RouteHeaders = parse_route_headers(request.headers, svc.request_default(),
+                                                svc.checkpoint.tradeoff)
     _, client_cap = client_max_tokens(body)
     start = time.perf_counter()
     decision = await svc.route(body["messages"], headers, client_cap)
     payload = decision.to_json(all_candidates=True)
+    if headers.tradeoff is not None:
+        payload["tradeoff"] = headers.tradeoff
     payload["route_ms"] = (time.perf_counter() - start) * 1000
     return JSONResponse(payload)

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("route", "import_checkpoint", "serve", "chat", "train", "eval", "collect")
+COMMANDS = ("route", "import_checkpoint", "serve", "chat", "train", "eval", "collect", "calibrate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -114,12 +114,26 @@ class JudgeSettings(_Strict):
         return prompt
 
 
+class PacingSettings(_Strict):
+    """Spend pacing (gateway/pacing.py): moves the default trade-off so that the realised spend
+    tracks `usd_per_hour`; requests that send their own knob are not touched."""
+
+    usd_per_hour: float = Field(gt=0)
+    time_constant_s: float = Field(default=600.0, gt=0)
+    min_tradeoff: float = Field(default=0.0, ge=0, le=1)
+    max_tradeoff: float = Field(default=1.0, ge=0, le=1)
+
+
 class GatewaySettings(_Strict):
     checkpoint: Path
     #: Pins the checkpoint: sha256 of its manifest.json (which holds the arrays' sha256s).
     checkpoint_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     embedder: dict[str, Any] = Field(default_factory=lambda: {"kind": "local"})
-    default_lambda: float = Field(default=0.99999, ge=0, le=1)
+    #: Raw lambda for requests without a knob header (release parity; prefer default_tradeoff).
+    default_lambda: float | None = Field(default=None, ge=0, le=1)
+    #: Calibrated trade-off for requests without a knob header (needs a checkpoint table).
+    default_tradeoff: float | None = Field(default=None, ge=0, le=1)
+    pacing: PacingSettings | None = None
     budget_instruction: str = DEFAULT_BUDGET_INSTRUCTION
     input_tokens: Literal["tokenizer", "cl100k", "words1.3"] | None = None
     deployments: list[Deployment] = Field(min_length=1)
@@ -239,6 +253,18 @@ def load_settings(path: str | Path) -> GatewaySettings:
     return settings
 
 
+def _check_knobs(settings: GatewaySettings) -> None:
+    if settings.default_lambda is not None and settings.default_tradeoff is not None:
+        raise ConfigError("default_lambda and default_tradeoff: set one of them, not both")
+    pacing = settings.pacing
+    if pacing is not None:
+        if settings.default_lambda is not None:
+            raise ConfigError("pacing: moves the default trade-off; replace default_lambda "
+                              "with default_tradeoff")
+        if pacing.min_tradeoff > pacing.max_tradeoff:
+            raise ConfigError("pacing.min_tradeoff: must not exceed pacing.max_tradeoff")
+
+
 def parse_settings(raw: dict[str, Any], base_dir: Path | None = None) -> GatewaySettings:
     try:
         settings = GatewaySettings.model_validate(raw)
@@ -261,6 +287,7 @@ def parse_settings(raw: dict[str, Any], base_dir: Path | None = None) -> Gateway
         raise ConfigError("deployments: deployment names must be unique")
     if settings.fallback_deployment and settings.fallback_deployment not in names:
         raise ConfigError("fallback_deployment: names no deployment")
+    _check_knobs(settings)
     if settings.judge and settings.judge.deployment not in names:
         raise ConfigError("judge.deployment: names no deployment")
     ckpt = settings.checkpoint

@@ -6,7 +6,9 @@ gateway's own routes, models are configured deployment names, statuses are numbe
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
@@ -15,6 +17,9 @@ COST_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1)
 TOKEN_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 2000, 4000, 8000, 16000)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from .pacing import Pacer
 
 
 class Metrics:
@@ -50,6 +55,19 @@ class Metrics:
                                  registry=r)
         self.rejected = Counter("r2_rejected_total", "Requests shed by the concurrency limit",
                                 registry=r)
+
+    def add_pacing(self, pacer: Pacer) -> None:
+        """Spend-pacing gauges, read from the controller at scrape time."""
+        r = self.registry
+        Gauge("r2_pacing_tradeoff", "Default trade-off set by spend pacing",
+              registry=r).set_function(lambda: pacer.current)
+        Gauge("r2_pacing_spend_usd_per_hour", "Realised spend rate (smoothed over tau/4)",
+              registry=r).set_function(pacer.spend_usd_per_hour)
+        Gauge("r2_pacing_target_usd_per_hour", "Spend target", registry=r).set(
+            pacer.target * 3600.0)
+        Gauge("r2_pacing_target_unreachable", "1: over target at the cheapest bound; -1: "
+              "under target at the dearest bound; 0: tracking", registry=r).set_function(
+            lambda: pacer.unreachable)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

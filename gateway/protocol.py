@@ -18,6 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from router_core import InvalidInputError
+from router_core.tradeoff import CALIBRATE_HINT, Knob, KnobKind, TradeoffTable, resolve_lambda
+
 from .errors import APIError, bad_request
 
 #: Names that configure the provider connection in LiteLLM or the OpenAI SDK.
@@ -48,6 +51,13 @@ PART_PAYLOADS = ("image_url", "input_audio", "file", "audio_url", "video_url", "
 MAX_TOKENS_LIMIT = 1_000_000
 #: Top-level numbers `validate_chat_body` checks with a range of its own.
 RANGE_CHECKED = frozenset({"max_tokens", "max_completion_tokens", "n", "temperature", "top_p"})
+#: The cost-quality knobs a request may send (one at most), and what each accepts.
+KNOB_HEADERS: dict[str, KnobKind] = {"x-r2-lambda": "lambda", "x-r2-tradeoff": "tradeoff",
+                                     "x-r2-usd-per-quality": "usd_per_quality"}
+KNOB_RANGES = {"x-r2-lambda": "x-r2-lambda must be a number in [0, 1]",
+               "x-r2-tradeoff": "x-r2-tradeoff must be a number in [0, 1]",
+               "x-r2-usd-per-quality": "x-r2-usd-per-quality must be a number > 0 (USD per "
+                                       "request for +1.0 of predicted quality)"}
 #: Deeper JSON is refused: nothing legitimate nests this far, and walking it (here, in LiteLLM's
 #: deep copies) would exhaust the interpreter's recursion limit.
 MAX_DEPTH = 64
@@ -60,6 +70,10 @@ class RouteHeaders:
     lambda_: float
     max_cost_usd: float | None
     models: tuple[str, ...] | None
+    #: The calibrated trade-off behind `lambda_` (echoed as `x-r2-tradeoff`), if one was used.
+    tradeoff: float | None = None
+    #: Whether the request sent its own knob (pacing only moves the default).
+    own_knob: bool = False
 
 
 def parse_json_body(raw: bytes, max_messages: int | None = None) -> dict[str, Any]:
@@ -285,14 +299,26 @@ def _check_containers(body: Mapping[str, Any]) -> None:
             raise bad_request(f"'{key}' must be an array of objects", key, "invalid_type")
 
 
-def parse_route_headers(headers: Mapping[str, str], default_lambda: float) -> RouteHeaders:
-    lam = default_lambda
-    raw = headers.get("x-r2-lambda")
-    if raw is not None:
-        lam = _header_float(raw, "x-r2-lambda")
-        if not 0.0 <= lam <= 1.0:
-            raise bad_request("x-r2-lambda must be a number in [0, 1]", "x-r2-lambda",
-                              "invalid_header")
+def parse_route_headers(headers: Mapping[str, str], default: Knob | float,
+                        table: TradeoffTable | None = None) -> RouteHeaders:
+    """The routing headers; at most one cost-quality knob (`KNOB_HEADERS`) per request, else
+    `default` (a bare float is a raw lambda). `table` maps a trade-off to lambda."""
+    sent = [name for name in KNOB_HEADERS if headers.get(name) is not None]
+    if len(sent) > 1:
+        raise bad_request(f"send one cost-quality knob per request, not {' and '.join(sent)}",
+                          sent[1], "conflicting_headers")
+    knob = default if isinstance(default, Knob) else Knob("lambda", default)
+    if sent:
+        name = sent[0]
+        value = _header_float(headers[name], name)
+        try:
+            knob = Knob(KNOB_HEADERS[name], value)
+        except InvalidInputError:
+            raise bad_request(KNOB_RANGES[name], name, "invalid_header") from None
+    try:
+        lam = resolve_lambda(knob, table)
+    except InvalidInputError:
+        raise bad_request(CALIBRATE_HINT, "x-r2-tradeoff", "tradeoff_not_calibrated") from None
     max_cost = None
     raw = headers.get("x-r2-max-cost-usd")
     if raw is not None:
@@ -307,7 +333,8 @@ def parse_route_headers(headers: Mapping[str, str], default_lambda: float) -> Ro
         if not models:
             raise bad_request("x-r2-models must list at least one model", "x-r2-models",
                               "invalid_header")
-    return RouteHeaders(lam, max_cost, models)
+    return RouteHeaders(lam, max_cost, models,
+                        knob.value if knob.kind == "tradeoff" else None, bool(sent))
 
 
 def _header_float(raw: str, name: str) -> float:

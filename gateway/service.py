@@ -29,12 +29,14 @@ from router_core import (
 )
 from router_core.checkpoint import MANIFEST, sha256_file
 from router_core.text import TokenCounter
+from router_core.tradeoff import Knob
 
 from . import redaction
 from .batching import MicroBatcher
 from .config import ConfigError, GatewaySettings
 from .errors import APIError, bad_request
 from .metrics import Metrics
+from .pacing import Pacer, default_knob, make_pacer
 from .protocol import RouteHeaders
 from .upstream import Upstream
 
@@ -96,6 +98,10 @@ class Service:
         self.count_tokens: TokenCounter = token_counter(
             settings.input_tokens or self.checkpoint.input_tokens)
         self.metrics = Metrics()
+        self.default_knob = default_knob(settings, self.checkpoint)
+        self.pacing: Pacer | None = make_pacer(settings, self.checkpoint, self.default_knob)
+        if self.pacing is not None:
+            self.metrics.add_pacing(self.pacing)
         self.upstream = make_upstream(settings, self.checkpoint)
         srv = settings.server
         self.batcher = MicroBatcher(self.embedder, srv.embed_batch_window_ms / 1000,
@@ -111,6 +117,12 @@ class Service:
             [d.api_key.get_secret_value() for d in settings.deployments if d.api_key]
             + [k.get_secret_value() for k in srv.api_keys])
         self._unredact: Callable[[], None] = lambda: None
+
+    def request_default(self) -> Knob:
+        """The knob of a request that sends none (moved by spend pacing when configured)."""
+        if self.pacing is not None:
+            return Knob("tradeoff", self.pacing.tradeoff())
+        return self.default_knob
 
     def _observe_embed(self, seconds: float, size: int) -> None:
         self.metrics.embed_seconds.observe(seconds)

@@ -4,7 +4,8 @@ Layout::
 
     manifest.json   schema_version, embedder {id, dim, normalized}, models [{name, provider_id,
                     input_price_per_million, output_price_per_million}], policies [...],
-                    heads {kind, file, ...}, files {name: sha256}, default_lambda, input_tokens
+                    heads {kind, file, ...}, files {name: sha256}, default_lambda, input_tokens,
+                    tradeoff (optional: the calibrated trade-off table, see tradeoff.py)
     heads.npz       quality_coef [M,P,D], quality_intercept [M,P],
                     tokens_coef [M,P,D], tokens_intercept [M,P]   (loaded with allow_pickle=False)
 
@@ -31,6 +32,7 @@ import numpy.typing as npt
 from ._errors import CheckpointError
 from .features import FEATURES
 from .policies import Policy
+from .tradeoff import TradeoffTable
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -80,6 +82,8 @@ class Checkpoint:
     name: str = "r2-checkpoint"
     provenance: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    #: Calibrated `x-r2-tradeoff` -> lambda map (router_core/tradeoff.py); None: not calibrated.
+    tradeoff: TradeoffTable | None = None
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -101,6 +105,7 @@ class Checkpoint:
             "heads": {"kind": self.head_kind, "file": HEADS_FILE, **self.head_options},
             "files": dict(files),
             "provenance": self.provenance,
+            **({"tradeoff": self.tradeoff.to_json()} if self.tradeoff is not None else {}),
         }
 
 
@@ -321,11 +326,19 @@ def _parse_manifest(raw: dict[str, Any], path: Path, where: _Where | None = None
     optional = {key: _opt(raw, key, typ, default, path) for key, typ, default in (
         ("input_tokens", str, "tokenizer"), ("name", str, path.parent.name),
         ("provenance", dict, {}))}
+    where.field = "tradeoff"
+    table = None
+    if raw.get("tradeoff") is not None:  # optional: manifests before it still load
+        try:
+            table = TradeoffTable.from_json(raw["tradeoff"])
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"invalid trade-off table: {exc}", file=str(path),
+                                  field="tradeoff") from None
     return Checkpoint(
         embedder=embedder, models=tuple(models), policies=tuple(policies), arrays={},
         head_kind=kind, head_options=heads, default_lambda=float(lam),
         input_tokens=optional["input_tokens"], name=optional["name"],
-        provenance=dict(optional["provenance"]),
+        provenance=dict(optional["provenance"]), tradeoff=table,
     )
 
 

@@ -27,6 +27,8 @@ def register(sub: Any) -> None:
 
 
 async def _chat(args: argparse.Namespace) -> dict[str, Any]:
+    from router_core.tradeoff import resolve_lambda
+
     from ..chat import _rewrite, _to_dict
     from ..config import load_settings
     from ..errors import to_api_error
@@ -34,11 +36,12 @@ async def _chat(args: argparse.Namespace) -> dict[str, Any]:
     from ..service import Service
 
     settings = load_settings(args.config)
-    lam = settings.default_lambda if args.lambda_ is None else args.lambda_
     messages = [{"role": "user", "content": args.text}]
     if args.system:
         messages.insert(0, {"role": "system", "content": args.system})
     svc = Service(settings)
+    lam = (resolve_lambda(svc.default_knob, svc.checkpoint.tradeoff) if args.lambda_ is None
+           else args.lambda_)
     await svc.start()
     try:
         decision = await svc.route(messages, RouteHeaders(lam, None, None), args.max_tokens)

@@ -37,6 +37,11 @@ def register(sub: Any) -> None:
                    help="largest predicted cost to accept")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--verbose", action="store_true", help="list every candidate by utility")
+    p.add_argument("--tradeoff", type=float, metavar="T",
+                   help="calibrated trade-off: 0 best quality .. 1 cheapest (needs a table)")
+    p.add_argument("--usd-per-quality", type=float, metavar="W",
+                   help="USD per request you would pay for +1.0 predicted quality (lambda "
+                        "1/(1+W))")
     p.set_defaults(func=run)
 
 
@@ -50,15 +55,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.lambda_ is not None and not (math.isfinite(args.lambda_) and 0 <= args.lambda_ <= 1):
         return _fail("--lambda must be a number in [0, 1]")
+    given = [f for f, v in (("--lambda", args.lambda_), ("--tradeoff", args.tradeoff),
+                            ("--usd-per-quality", args.usd_per_quality)) if v is not None]
+    if len(given) > 1:
+        return _fail(f"give one of --lambda, --tradeoff, --usd-per-quality, not {given}")
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
     constraints = Constraints(models, args.max_budget, args.max_cost_usd)
-    ckpt_dir, embedder_cfg, lam = _resolve(args)
+    ckpt_dir, embedder_cfg, knob = _resolve(args)
+    ckpt = load_checkpoint(ckpt_dir)
+    lam = _lambda(knob, ckpt)
     if args.embeddings:
-        return _route_embeddings(args, load_checkpoint(ckpt_dir), lam, constraints)
+        return _route_embeddings(args, ckpt, lam, constraints)
     if not args.text or not args.text.strip():
         return _fail("give a non-empty text to route, or --embeddings FILE.npy")
     if embedder_cfg is None:
-        ckpt = load_checkpoint(ckpt_dir)
         embedder_cfg = KNOWN_EMBEDDERS.get(ckpt.embedder.id)
         if embedder_cfg is None:
             raise InvalidInputError(
@@ -86,18 +96,41 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None, float | None]:
+def _resolve(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None, Any]:
+    """Checkpoint, embedder config and the knob (`Knob`, or None for the checkpoint's own
+    default) from the flags and the optional gateway config."""
+    from router_core.tradeoff import Knob
+
+    knob: Knob | None = None
+    for kind, value in (("lambda", args.lambda_), ("tradeoff", args.tradeoff),
+                        ("usd_per_quality", args.usd_per_quality)):
+        if value is not None:
+            knob = Knob(kind, value)  # type: ignore[arg-type]
     if args.config:
         from ..config import load_settings
 
         settings = load_settings(args.config)
         ckpt = Path(args.checkpoint) if args.checkpoint else settings.checkpoint
-        lam = args.lambda_ if args.lambda_ is not None else settings.default_lambda
-        return ckpt, dict(settings.embedder), lam
-    return Path(args.checkpoint or DEFAULT_CHECKPOINT), None, args.lambda_
+        if knob is None and settings.default_tradeoff is not None:
+            knob = Knob("tradeoff", settings.default_tradeoff)
+        elif knob is None and settings.default_lambda is not None:
+            knob = Knob("lambda", settings.default_lambda)
+        return ckpt, dict(settings.embedder), knob
+    return Path(args.checkpoint or DEFAULT_CHECKPOINT), None, knob
 
 
-def _route_embeddings(args: argparse.Namespace, ckpt: Any, lam: float | None,
+def _lambda(knob: Any, ckpt: Any) -> float:
+    """The knob's lambda; without one, trade-off 0.5 on a calibrated checkpoint, else the
+    checkpoint's default lambda (as the gateway does)."""
+    from router_core.tradeoff import Knob, resolve_lambda
+
+    if knob is None:
+        knob = (Knob("tradeoff", 0.5) if ckpt.tradeoff is not None
+                else Knob("lambda", ckpt.default_lambda))
+    return resolve_lambda(knob, ckpt.tradeoff)
+
+
+def _route_embeddings(args: argparse.Namespace, ckpt: Any, lam: float,
                       constraints: Any) -> int:
     import numpy as np
 
@@ -110,7 +143,6 @@ def _route_embeddings(args: argparse.Namespace, ckpt: Any, lam: float | None,
     if args.input_tokens is None or args.input_tokens < 0:
         return _fail("--input-tokens N (>= 0) is required with --embeddings")
     router = Router(ckpt)
-    lam = ckpt.default_lambda if lam is None else lam
     for cand in router.route_embeddings(emb, args.input_tokens, lam, constraints):
         print(json.dumps(cand.to_json()))
     return 0

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from ..checkpoint import Checkpoint
 from ..embedders import Embedder
+from ..tradeoff import tradeoff_points
 from .coverage import coverage_table, sparsest_arms
 from .dataset import OutcomeData, load_outcomes
 from .errors import DataError
@@ -149,6 +150,9 @@ def evaluate(paths: Sequence[str | Path], ckpt: Checkpoint, embedder: Embedder,
         "default_lambda": {"lambda": lam, "cost": float(r2.cost[at]),
                            "quality": float(r2.quality[at])},
     }
+    if ckpt.tradeoff is not None:
+        report.info["tradeoff_points"] = tradeoff_points(
+            ckpt.tradeoff, q[in_common], c[in_common], report.arms.quality, report.arms.cost)
     return report
 
 

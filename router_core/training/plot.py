@@ -47,6 +47,13 @@ def plot_report(report: EvalReport, out: str | Path, title: str = "") -> Path:
         xs = np.geomspace(max(start, 1e-12), max(report.c_hi, start), 400)
         ys = envelope_at(result.curve.cost, result.curve.quality, xs)
         ax.plot(xs, ys, color=color, linestyle=style, label=f"{name} (AUDC {result.audc:.3f})")
+    points = report.info.get("tradeoff_points") or []
+    if points:  # where x-r2-tradeoff 0, 0.25, ... lands (realised cost and quality)
+        ax.scatter([p["cost"] for p in points], [p["quality"] for p in points],
+                   color=STYLES["r2"][0], marker="D", s=30, zorder=4, label="r2 x-r2-tradeoff")
+        for p in points:
+            ax.annotate(f"t={p['tradeoff']:g}", (p["cost"], p["quality"]), fontsize=7,
+                        color=STYLES["r2"][0], xytext=(-4, 6), textcoords="offset points")
     arms = report.arms
     ax.scatter(arms.mean_cost, arms.mean_quality, color="black", s=18, zorder=3,
                label="single arms")

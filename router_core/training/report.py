@@ -51,4 +51,8 @@ def format_table(report: EvalReport, title: str = "") -> str:
     if isinstance(at, dict):
         lines.append(f"r2 at lambda {at['lambda']}: quality {at['quality']:.4f}, "
                      f"cost ${at['cost']:.6f}")
+    for p in info.get("tradeoff_points") or ():
+        lines.append(f"r2 at tradeoff {p['tradeoff']:<4}: quality {p['quality']:.4f}, cost "
+                     f"${p['cost']:.6f} (predicted ${p['predicted_cost']:.6f}, lambda "
+                     f"{p['lambda']:.6g})")
     return "\n".join(lines)

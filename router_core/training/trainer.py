@@ -23,6 +23,7 @@ from ..embedders import Embedder, make_embedder
 from ..policies import DEFAULT_BUDGET_INSTRUCTION, Policy
 from ..scoring import Scorer
 from ..text import token_counter
+from ..tradeoff import calibrate
 from .coverage import DEFAULT_MIN_ARM_ROWS, coverage_table, drop_sparse_arms, sparsest_arms
 from .dataset import OutcomeData, load_outcomes
 from .embed_cache import EmbeddingCache, default_cache_dir, embed_texts
@@ -283,6 +284,8 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
         "policies_file": Path(pfile.path).name if pfile and pfile.path else None,
     }
     ckpt = make_checkpoint(heads, data, specs, spec, name or Path(out).name, provenance)
+    ckpt.tradeoff = calibrate(Scorer(ckpt), train_prep.embeddings, train_prep.input_tokens,
+                              source=f"{', '.join(Path(p).name for p in paths)} (train split)")
     save_checkpoint(ckpt, out)
     missing = missing_instructions(specs)
     if missing:
