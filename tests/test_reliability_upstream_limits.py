@@ -143,7 +143,7 @@ def test_upstream_body_over_the_cap_is_502_without_reading_it_all(
     assert resp.status_code == 502
     assert resp.json()["error"]["code"] == "upstream_response_too_large"
     assert resp.headers["x-request-id"]
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 5.0  # two attempts (fallback); reading it all took 112 s
     assert wait_until(lambda: up.active == 0, 2)
     assert httpx.get(f"{gw.url}/healthz", timeout=1).status_code == 200
 
