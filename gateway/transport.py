@@ -109,7 +109,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         if attempt.stream and "text/event-stream" not in kind:
             return await self._not_a_stream(response)
         if attempt.stream:
-            response.stream = _UsageGuard(response.stream, attempt)  # type: ignore[arg-type]
+            response.stream = _UsageGuard(response.stream, attempt)
             return response
         if "json" in kind:
             return await self._clean_json(response, attempt)

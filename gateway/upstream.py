@@ -160,8 +160,9 @@ class Upstream:
         import httpx
         import openai
 
-        http = httpx.AsyncClient(transport=GuardedTransport(), follow_redirects=True,
-                                 timeout=self.timeouts[dep.name])
+        # An `httpx` client, as LiteLLM itself gives the SDK (which also accepts `httpx2`'s).
+        http: Any = httpx.AsyncClient(transport=GuardedTransport(), follow_redirects=True,
+                                      timeout=self.timeouts[dep.name])
         return openai.AsyncOpenAI(
             api_key=dep.api_key.get_secret_value() if dep.api_key else "no-key",
             base_url=dep.api_base, http_client=http, max_retries=0,

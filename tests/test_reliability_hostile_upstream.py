@@ -229,7 +229,9 @@ def test_upstream_400_message_has_no_litellm_wrapper(gw: Any, rogue: Rogue) -> N
 
 
 def test_no_traceback_or_server_path_in_any_message(gw: Any, rogue: Rogue) -> None:
-    answers = [lambda b: json_answer(completion(b["model"], usage=u)) for u in BAD_USAGE.values()]
+    answers: list[Callable[[dict[str, Any]], Response]] = [
+        lambda b, u=u: json_answer(completion(b["model"], usage=u))
+        for u in BAD_USAGE.values()]
     answers += [lambda b: json_answer({"choices": "nope", "usage": {"prompt_tokens": "x"}}),
                 lambda b: Response("{not json", media_type="application/json"),
                 lambda b: json_answer([1, 2, 3])]
