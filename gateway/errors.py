@@ -17,6 +17,7 @@ gateway route around that deployment) rather than telling the client its own key
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -84,6 +85,13 @@ def provider_message(exc: BaseException) -> str:
     """The provider's own words from a LiteLLM exception, without LiteLLM's wrapping."""
     text = str(getattr(exc, "message", "") or "")
     text = _LITELLM_SUFFIX.sub("", _LITELLM_PREFIX.sub("", text.strip()))
+    if text.startswith("{"):  # some LiteLLM paths pass the provider's error body as is
+        try:
+            error = json.loads(text).get("error")
+            inner = error.get("message") if isinstance(error, dict) else error
+            text = inner if isinstance(inner, str) and inner else text
+        except (ValueError, AttributeError):
+            pass
     return text or "upstream error"
 
 

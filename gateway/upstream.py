@@ -37,6 +37,9 @@ OPENAI_PARAMS = frozenset({
 })
 #: Containers that mean "not given" when null; LiteLLM refuses a null `metadata`.
 NULL_MEANS_ABSENT = frozenset({"metadata", "extra_body", "stream_options", "response_format"})
+#: Providers whose LiteLLM code path sends through an `AsyncHTTPHandler` it is given (checked
+#: end to end against tests/rogue.py); `openai` goes through the OpenAI SDK instead.
+HTTP_HANDLER_PROVIDERS = frozenset({"openrouter", "hosted_vllm"})
 OPENAI_WIRE_PROVIDERS = frozenset({"openai", "hosted_vllm", "openai_like", "custom_openai",
                                    "llamafile", "lm_studio", "text-completion-openai"})
 
@@ -163,28 +166,35 @@ class Upstream:
         return {"model_name": dep.name, "litellm_params": params}
 
     def _guarded_client(self, dep: Deployment) -> Any:
+        """A client over `GuardedTransport`, of the kind LiteLLM's code path for the
+        deployment's provider takes; `None` for providers not known to take one."""
         try:
             _, provider, _, _ = self.litellm.get_llm_provider(dep.model)
         except Exception:  # noqa: BLE001 - unknown provider: LiteLLM's own client
             return None
+        timeout = self.timeouts[dep.name]
+        if provider in HTTP_HANDLER_PROVIDERS:
+            from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+            return AsyncHTTPHandler(timeout=timeout, transport=GuardedTransport(
+                CappedTransport(base_transport(), self.settings.server.max_response_bytes)))
         if provider != "openai":
             return None
         import httpx
         import openai
 
         capped = CappedTransport(base_transport(), self.settings.server.max_response_bytes)
-        http = httpx.AsyncClient(transport=GuardedTransport(capped), follow_redirects=True,
-                                 timeout=self.timeouts[dep.name])
+        # An `httpx` client, as LiteLLM itself gives the SDK (which also accepts `httpx2`'s).
+        http: Any = httpx.AsyncClient(transport=GuardedTransport(capped), follow_redirects=True,
+                                      timeout=timeout)
         return openai.AsyncOpenAI(
             api_key=dep.api_key.get_secret_value() if dep.api_key else "no-key",
-            # openai>=3 types the argument as its httpx2 client; it accepts httpx's at run time.
-            base_url=dep.api_base, http_client=http,  # type: ignore[arg-type]
-            max_retries=0, timeout=self.timeouts[dep.name])
+            base_url=dep.api_base, http_client=http, max_retries=0, timeout=timeout)
 
     async def aclose(self) -> None:
         for client in self.clients.values():
             try:
-                await client.close()
+                await client.close()  # AsyncOpenAI and AsyncHTTPHandler alike
             except Exception:  # noqa: BLE001 - closing at shutdown is best effort
                 pass
 

@@ -5,8 +5,8 @@ LiteLLM's response objects carry fields of its own (`provider_specific_fields`, 
 strict clients reject unknown fields, so they are removed here (the gateway's own extras go in
 `x-r2-*` headers). Token counts come from the provider when it sent usable ones; when LiteLLM had
 to estimate them (the provider sent none, or nonsense that the transport dropped), the client is
-told: `x-r2-usage: estimated` on a JSON answer, an SSE comment line `: x-r2-usage estimated`
-before the usage event of a stream.
+told: `x-r2-usage: estimated` (or `unavailable`, when a JSON answer's counts were dropped) on a
+JSON answer, an SSE comment line `: x-r2-usage estimated` before the usage event of a stream.
 """
 
 from __future__ import annotations
@@ -45,10 +45,14 @@ def openai_shape(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def usage_note(attempt: Attempt, tracked: bool) -> str | None:
-    """`"estimated"` when a JSON answer's counts are LiteLLM's, not the provider's."""
+    """For a JSON answer: `"unavailable"` when the provider's counts were unusable (dropped:
+    what is left is not a count of this answer), `"estimated"` when it sent none (LiteLLM
+    counted), `None` when they are the provider's own."""
     if not tracked:
         return None
-    return "estimated" if attempt.usage is None or attempt.usage_invalid else None
+    if attempt.usage_invalid:
+        return "unavailable"
+    return "estimated" if attempt.usage is None else None
 
 
 def stream_usage(data: dict[str, Any], attempt: Attempt | None) -> str | None:
