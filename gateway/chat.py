@@ -28,7 +28,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from router_core import Decision, EmbedderError
 
 from .errors import APIError, to_api_error
-from .protocol import RouteHeaders, client_max_tokens, not_found_model, parse_route_headers
+from .protocol import (
+    RouteHeaders,
+    client_cap,
+    not_found_model,
+    parse_route_headers,
+    requested_outputs,
+)
 from .rewrite import apply_policy
 from .service import Service
 
@@ -115,10 +121,10 @@ async def handle_chat(request: Request, body: dict[str, Any], svc: Service) -> R
 async def _route(request: Request, body: dict[str, Any], svc: Service,
                  request_id: str) -> tuple[Outcome, dict[str, Any]]:
     headers = parse_route_headers(request.headers, svc.settings.default_lambda)
-    _, client_cap = client_max_tokens(body)
     start = time.perf_counter()
     try:
-        decision = await svc.route(body["messages"], headers, client_cap)
+        decision = await svc.route(body["messages"], headers, client_cap(body),
+                                   outputs=requested_outputs(body))
     except EmbedderError:
         fallback = svc.settings.fallback_deployment
         if fallback is None:
@@ -136,8 +142,8 @@ async def _route(request: Request, body: dict[str, Any], svc: Service,
 
 def _rewrite(body: dict[str, Any], svc: Service, decision: Decision) -> dict[str, Any]:
     dep = svc.deployments.get(decision.model)
-    return apply_policy(body, decision.model, decision.policy, svc.settings.budget_instruction,
-                        dep.max_tokens if dep else None)
+    return apply_policy(body, decision.model, decision.policy, dep.max_tokens if dep else None,
+                        dep.cap_field if dep else "max_tokens")
 
 
 def _next_candidate(svc: Service, outcome: Outcome, failed: set[str]) -> Decision | None:
@@ -284,9 +290,9 @@ def _log(outcome: Outcome, start: float) -> None:
 
 async def handle_route(request: Request, body: dict[str, Any], svc: Service) -> Response:
     headers: RouteHeaders = parse_route_headers(request.headers, svc.settings.default_lambda)
-    _, client_cap = client_max_tokens(body)
     start = time.perf_counter()
-    decision = await svc.route(body["messages"], headers, client_cap)
+    decision = await svc.route(body["messages"], headers, client_cap(body),
+                               outputs=requested_outputs(body))
     payload = decision.to_json(all_candidates=True)
     payload["route_ms"] = (time.perf_counter() - start) * 1000
     return JSONResponse(payload)

@@ -21,12 +21,19 @@ import numpy.typing as npt
 from ..checkpoint import Checkpoint, EmbedderSpec, ModelSpec, save_checkpoint
 from ..embedders import Embedder, make_embedder
 from ..policies import DEFAULT_BUDGET_INSTRUCTION, Policy
+from ..router import policy_input_tokens
 from ..scoring import Scorer
-from ..text import token_counter
+from ..text import routing_text, user_messages
 from .dataset import OutcomeData, load_outcomes
 from .embed_cache import EmbeddingCache, default_cache_dir, embed_texts
 from .errors import DataError
 from .evaluate import Arms, EvalReport, evaluate_predictions, r2_audc
+from .input_tokens import (
+    compare_input_tokens,
+    conversation_tokens,
+    fit_input_overhead,
+    with_extra_input,
+)
 from .interpolate import interpolate_budgets
 from .policyfile import (
     PolicyFile,
@@ -65,12 +72,16 @@ class Prepared:
 
 
 def prepare(data: OutcomeData, embedder: Embedder, cache_dir: str | Path | None,
-            progress: bool = True) -> Prepared:
-    """Embed the prompts of `data` (through the cache) and count their input tokens."""
+            progress: bool = True, system_prompt: str | None = None,
+            composition: str | None = None) -> Prepared:
+    """Embed the routing text of each prompt (the user turn, after `system_prompt` if given)
+    through the cache, and count the conversation's input tokens as the gateway does."""
     cache = EmbeddingCache(cache_dir or default_cache_dir(), embedder.id, embedder.dim)
-    emb = embed_texts(embedder, data.prompts, cache, progress=progress).astype(np.float64)
-    count = token_counter(INPUT_TOKENS)
-    tokens = np.array([count(p) for p in data.prompts], dtype=np.float64)
+    extra = {} if composition is None else {"composition": composition}
+    texts = [routing_text(user_messages(p, system_prompt), embedder.max_chars, **extra)
+             for p in data.prompts]
+    emb = embed_texts(embedder, texts, cache, progress=progress).astype(np.float64)
+    tokens = conversation_tokens(data.prompts, system_prompt, INPUT_TOKENS)
     return Prepared(data, emb, tokens)
 
 
@@ -98,7 +109,8 @@ def predict_arms(ckpt: Checkpoint, data: OutcomeData, embeddings: F64,
                                 field="model" if m not in models else "policy")
             cells.append((models[m], labels[p]))
     mi, pj = (np.array(v, dtype=np.intp) for v in zip(*cells, strict=True))
-    scores = Scorer(ckpt).predict(embeddings, input_tokens)
+    scores = Scorer(ckpt, policy_input_tokens(ckpt, ckpt.input_tokens)).predict(embeddings,
+                                                                                input_tokens)
     return scores.quality[:, mi, pj], scores.cost[:, mi, pj]
 
 
@@ -188,7 +200,8 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
         embedder.close()
     pfile = with_collected(pfile, data.collected_policies,
                            file=", ".join(str(meta_path(Path(p))) for p in paths))
-    policies = build_policies(data.policies, pfile)
+    policies = fit_input_overhead(build_policies(data.policies, pfile), data,
+                                  train_prep.input_tokens, INPUT_TOKENS)
     spec = EmbedderSpec(embedder.id, embedder.dim, embedder.normalized)
     chosen, table = choose_variant(variant, train_prep, policies, spec, folds, log, progress)
     log(f"variant: {chosen.name}")
@@ -201,6 +214,8 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
         "variant": chosen.name, "validation_audc": table, "embedder_config": dict(embedder_cfg),
         "prices": {m: data.price_source[m] for m in data.models}, **heads.info,
         "policies_file": Path(pfile.path).name if pfile and pfile.path else None,
+        "input_tokens_fit": compare_input_tokens(policies, data, train_prep.input_tokens,
+                                                 INPUT_TOKENS).to_json(),
     }
     ckpt = make_checkpoint(heads, data, policies, spec, name or Path(out).name, provenance)
     save_checkpoint(ckpt, out)
@@ -221,7 +236,8 @@ def default_point_policy(data: OutcomeData) -> int | str:
 
 def evaluate(paths: Sequence[str | Path], ckpt: Checkpoint, embedder: Embedder,
              point_policy: str | None = None, cache_dir: str | Path | None = None,
-             split: str = "test", progress: bool = True) -> EvalReport:
+             split: str = "test", progress: bool = True, system_prompt: str | None = None,
+             composition: str | None = None) -> EvalReport:
     """Every router on the `split` queries that have all arms; the rest are counted."""
     data = load_outcomes(paths)
     point = default_point_policy(data) if point_policy is None else point_policy
@@ -233,7 +249,11 @@ def evaluate(paths: Sequence[str | Path], ckpt: Checkpoint, embedder: Embedder,
     rows = in_split & data.complete
     if not rows.any():
         raise DataError(f"no {split} queries with every arm", field="split")
-    prep = prepare(data.subset(rows), embedder, cache_dir, progress)
+    prep = prepare(data.subset(rows), embedder, cache_dir, progress, system_prompt, composition)
+    if system_prompt:
+        # The system prompt is billed too: realised costs include its input tokens.
+        prep.data = with_extra_input(prep.data, prep.input_tokens - conversation_tokens(
+            prep.data.prompts, None, INPUT_TOKENS))
     q, c = predict_arms(ckpt, prep.data, prep.embeddings, prep.input_tokens)
     j = labels.index(str(point))
     point = data.policies[j]
@@ -245,6 +265,7 @@ def evaluate(paths: Sequence[str | Path], ckpt: Checkpoint, embedder: Embedder,
     report.info = {
         "split": split, "queries": int(rows.sum()),
         "queries_missing_arms": int((in_split & ~data.complete).sum()),
+        "system_prompt_chars": len(system_prompt or ""), "routing_text": composition,
         "rows_without_score": data.unscored_rows, "point_policy": point,
         "checkpoint": str(ckpt.path) if ckpt.path else ckpt.name,
         "embedder": embedder.id, "variant": ckpt.provenance.get("variant"),
