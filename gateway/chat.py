@@ -35,7 +35,7 @@ from .protocol import (
     parse_route_headers,
     requested_outputs,
 )
-from .rewrite import apply_policy
+from .rewrite import apply_policy, forward_cap
 from .service import Service
 
 log = logging.getLogger("r2.gateway")
@@ -110,7 +110,8 @@ async def handle_chat(request: Request, body: dict[str, Any], svc: Service) -> R
     if model == R2_AUTO:
         outcome, upstream_body = await _route(request, body, svc, request_id)
     elif model in svc.deployment_names:
-        outcome, upstream_body = Outcome(request_id, model), body
+        outcome = Outcome(request_id, model)
+        upstream_body = forward_cap(body, svc.deployments[model].cap_field)
     else:
         raise not_found_model()
     response = await _forward(request, upstream_body, svc, outcome, body)

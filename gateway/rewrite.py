@@ -96,3 +96,18 @@ def apply_policy(body: dict[str, Any], deployment: str, policy: Policy,
                            if policy.placement == "user_suffix"
                            else merge_instruction(messages, instruction))
     return out
+
+
+def forward_cap(body: dict[str, Any], cap_field: str) -> dict[str, Any]:
+    """A named deployment's request with the client's cap in the field the deployment
+    honours (both fields at the smaller value when the client sent both)."""
+    sent = [name for name in CAP_FIELDS if body.get(name) is not None]
+    if not sent or sent == [cap_field] and len(sent) == 1:
+        return body
+    out = copy.copy(body)
+    cap = client_cap(body)
+    for name in CAP_FIELDS:
+        out.pop(name, None)
+    for name in (CAP_FIELDS if len(sent) == 2 else (cap_field,)):
+        out[name] = cap
+    return out

@@ -360,8 +360,11 @@ class Scorer:
 
     def decide(self, embedding: npt.ArrayLike, input_tokens: npt.ArrayLike, lambda_: float,
                constraints: Constraints = NO_CONSTRAINTS) -> Decision:
-        idx, scores, util, mask = self._pick(
-            embedding, np.asarray(input_tokens, dtype=np.float64)[None], lambda_, constraints)
+        try:
+            tokens = np.asarray(input_tokens, dtype=np.float64)[None]
+        except (TypeError, ValueError):
+            raise InvalidInputError("input_tokens must be numbers", param="input_tokens") from None
+        idx, scores, util, mask = self._pick(embedding, tokens, lambda_, constraints)
         if scores.quality.shape[0] != 1:
             raise InvalidInputError("decide() takes one embedding; use pick() for a batch",
                                     param="embeddings")
@@ -369,7 +372,7 @@ class Scorer:
             raise NoFeasibleCandidateError("no (model, budget) satisfies the constraints")
         flat = int(idx[0])
         cands = RankedCandidates(lambda: self.ranked(scores, util, mask, 0))
-        tokens = np.asarray(input_tokens, dtype=np.float64).reshape(-1)
+        tokens = tokens.reshape(-1)
         return Decision(self.candidate(scores, util, 0, flat), self.policies[flat % self.shape[1]],
                         float(lambda_), int(tokens[flat // self.shape[1]] if tokens.size > 1
                                             else tokens[0]), cands)

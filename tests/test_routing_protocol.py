@@ -227,6 +227,14 @@ def test_max_completion_tokens_reaches_the_upstream_in_the_field_it_honours(
     assert sent["max_completion_tokens"] == 5 and "max_tokens" not in sent
 
 
+def test_a_named_deployment_gets_the_cap_in_its_field_too(make_gateway: Any,
+                                                          standin: Any) -> None:
+    gw = make_gateway()
+    gw.client().chat.completions.create(model="strong", messages=USER, max_completion_tokens=5)
+    sent = last_body(standin)
+    assert sent["max_tokens"] == 5 and "max_completion_tokens" not in sent
+
+
 def test_the_cap_field_default_follows_the_provider() -> None:
     from gateway.config import Deployment
 
