@@ -87,7 +87,7 @@ COMPOSITIONS: dict[str, Composition] = {c.name: c for c in (
     Composition("latest+history+system", None, None),
     Composition("in-order", None, None, in_order=True),
 )}
-DEFAULT_COMPOSITION = "latest+history"
+DEFAULT_COMPOSITION = "latest+history+system256"
 
 
 def _share(limit: int | None, left: int) -> int:

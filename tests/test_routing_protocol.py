@@ -80,7 +80,6 @@ def test_a_short_system_prompt_does_not_change_the_model(default_gateway: Any) -
         with_system = route(default_gateway, [{"role": "system", "content": SHORT_PROMPT},
                                               {"role": "user", "content": question}])
         assert with_system["x-r2-model"] == alone["x-r2-model"]
-        assert with_system["x-r2-predicted-quality"] == alone["x-r2-predicted-quality"]
 
 
 class RecordingEmbedder(HashEmbedder):
@@ -293,3 +292,44 @@ def test_old_manifests_load_with_the_protocol_they_implied(tmp_path: Path) -> No
     assert dataclasses.replace(pol, cap_rule="none").cap is None
     assert np.isclose(Policy.from_json({**old, "input_overhead_tokens": 12.5})
                       .input_overhead_tokens, 12.5)
+
+
+# -- where the protocol comes from -----------------------------------------------------------
+def test_the_importer_offers_the_release_protocols_by_name(tmp_path: Path) -> None:
+    from helpers import SHARED
+
+    from router_core import CheckpointError, load_checkpoint
+    from router_core.upstream_import import import_release
+
+    release = SHARED / "upstream-r2router" / "r2_router"
+    import_release(release, tmp_path / "bench", trust_pickle=True)
+    budget = load_checkpoint(tmp_path / "bench").policies[0]
+    assert (budget.placement, budget.cap, budget.render_instruction()) == (
+        "user_suffix", 20, "You have a strict budget of 10 words. You must answer at most 10 "
+        "words!")
+    import_release(release, tmp_path / "gen", trust_pickle=True, protocol="generate")
+    ckpt = load_checkpoint(tmp_path / "gen")
+    budget = ckpt.policies[0]
+    assert (budget.placement, budget.cap) == ("system", None)
+    assert budget.render_instruction() == ("You MUST respond in 10 tokens or fewer. Directly "
+                                           "give the answer follow the format WITHOUT ANY "
+                                           "explanation.")
+    assert ckpt.policies[-1].kind == "free" and ckpt.provenance["protocol"] == "generate"
+    with pytest.raises(CheckpointError, match="protocol"):
+        import_release(release, tmp_path / "x", trust_pickle=True, protocol="paraphrase")
+
+
+def test_collect_records_the_protocol_and_train_carries_it(tmp_path: Path) -> None:
+    from gateway.collect.store import policy_spec
+    from router_core.training.policyfile import build_policies, with_collected
+
+    r2bench = RELEASE_PROTOCOLS["r2bench"]
+    style = Policy("terse", None, 64, "Be terse.", "predicted", placement="user_suffix")
+    collected = {"50": policy_spec(budget_policy(50, protocol=r2bench)),
+                 "terse": policy_spec(style)}
+    policies = build_policies([50, "terse", "unlimited"], with_collected(None, collected))
+    assert policies[0].to_json() == {**budget_policy(50, cost_tokens="predicted",
+                                                     protocol=r2bench).to_json()}
+    assert (policies[1].instruction, policies[1].cap, policies[1].placement) == (
+        "Be terse.", 64, "user_suffix")
+    assert policies[2].kind == "free"

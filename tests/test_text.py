@@ -43,8 +43,9 @@ def test_latest_user_turn_first_then_earlier_turns_no_system_by_default() -> Non
         {"role": "developer", "content": "DEV"},
         {"role": "user", "content": "Q2"},
     ]
-    assert routing_text(messages) == "Q2\n\nQ1"
+    assert routing_text(messages) == "Q2\n\nQ1\n\nSYS\n\nDEV"
     assert routing_text(messages, composition="latest") == "Q2"
+    assert routing_text(messages, composition="latest+history") == "Q2\n\nQ1"
     assert routing_text(messages, composition="latest+history+system") == "Q2\n\nQ1\n\nSYS\n\nDEV"
     assert routing_text(messages, composition="in-order") == "SYS\n\nQ1\n\nDEV\n\nQ2"
 
@@ -70,6 +71,12 @@ def test_the_latest_turn_is_kept_whole_up_to_the_window_then_history_fills_the_r
     assert text.startswith("and in Python?\n\n")
     assert len(text) == 1000
     assert routing_text([{"role": "user", "content": "y" * 5000}], max_chars=1000) == "y" * 1000
+
+
+def test_the_system_prompt_gets_at_most_its_share_of_the_window() -> None:
+    text = routing_text([{"role": "system", "content": "s" * 5000},
+                         {"role": "user", "content": "q" * 100}], max_chars=2000)
+    assert text == "q" * 100 + "\n\n" + "s" * 254
 
 
 def test_only_system_text_routes_on_the_system_prompt() -> None:
@@ -121,7 +128,7 @@ def test_route_messages_routes_the_question_not_the_system_prompt() -> None:
                                {"role": "user", "content": [{"type": "text", "text": "2+2?"}]}],
                               lambda_=0.5)
     assert d.model in router.models
-    assert spy.seen == ["2+2?"]
+    assert spy.seen == ["2+2?\n\nBe exact."]
 
 
 def test_routing_an_empty_conversation_is_invalid_input() -> None:
