@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from router_core import Policy
+from router_core.text import user_messages
 
 from ..config import Deployment, GatewaySettings
 from ..rewrite import apply_policy
@@ -161,7 +162,7 @@ class Collector:
     def request_body(self, arm: Arm) -> dict[str, Any]:
         """The upstream body for this arm: the gateway's own rewrite of a one-message chat."""
         body: dict[str, Any] = {"model": arm.deployment.name,
-                                "messages": [{"role": "user", "content": arm.question.prompt}]}
+                                "messages": user_messages(arm.question.prompt)}
         if self.options.temperature is not None:
             body["temperature"] = self.options.temperature
         return apply_policy(body, arm.deployment.name, arm.policy, arm.deployment.max_tokens,
