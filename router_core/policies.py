@@ -19,7 +19,7 @@ fields existed load with the defaults they implied (system message; cap = budget
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 UNLIMITED = "unlimited"
@@ -151,13 +151,20 @@ class Policy:
             return None
         return self.instruction.replace("{budget}", str(self.budget or ""))
 
+    @property
+    def protocol(self) -> ServingProtocol:
+        """How this policy is served, as a protocol (for numeric budgets)."""
+        rule = self.cap_rule if self.cap_rule in ("budget", "budget+slack", "none") else "budget"
+        return ServingProtocol(self.name, self.instruction or "", self.placement, rule,
+                               self.cap_slack)
+
     def with_protocol(self, protocol: ServingProtocol) -> Policy:
         """This numeric budget served under `protocol` (other kinds are returned unchanged)."""
-        if self.kind != "budget":
+        if self.kind != "budget" or self.budget is None:
             return self
-        return Policy(self.name, self.budget, None, protocol.instruction, self.cost_tokens,
-                      "budget", protocol.placement, protocol.cap_rule, protocol.cap_slack,
-                      self.input_overhead_tokens)
+        return replace(budget_policy(self.budget, cost_tokens=self.cost_tokens,
+                                     protocol=protocol),
+                       name=self.name, input_overhead_tokens=self.input_overhead_tokens)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -218,7 +225,10 @@ def budget_policy(budget: int, instruction: str = DEFAULT_BUDGET_INSTRUCTION,
     """A numeric token budget; by default this project's instruction and `max_tokens = budget`,
     or the instruction, placement and cap rule of `protocol`."""
     if protocol is not None:
-        return Policy(str(budget), budget, None, protocol.instruction, cost_tokens, "budget",
+        # `max_tokens` records the cap the rule gives (None for "none"), for readers.
+        cap = {"budget": budget, "budget+slack": budget + protocol.cap_slack}.get(
+            protocol.cap_rule)
+        return Policy(str(budget), budget, cap, protocol.instruction, cost_tokens, "budget",
                       protocol.placement, protocol.cap_rule, protocol.cap_slack)
     return Policy(str(budget), budget, budget, instruction, cost_tokens, "budget")
 

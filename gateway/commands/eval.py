@@ -29,6 +29,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--system-prompt", metavar="FILE",
                    help="evaluate as if every query came after this system prompt (the data's "
                         "prompt is the user turn): how the router does on your traffic's shape")
+    p.add_argument("--unbilled-system-prompt", action="store_true",
+                   help="with --system-prompt: leave its input tokens out of predicted and "
+                        "realised cost, so only the routing text differs from a plain eval")
     p.add_argument("--routing-text", metavar="NAME", choices=sorted(COMPOSITIONS),
                    help="composition of the routing text to evaluate (default: the gateway's, "
                         f"{DEFAULT_COMPOSITION})")
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         ckpt = load_checkpoint(args.checkpoint, expected_embedder=(embedder.id, embedder.dim))
         report = evaluate(args.data, ckpt, embedder, args.point_policy, args.cache_dir,
                           split=args.split, progress=not args.no_progress,
-                          system_prompt=system_prompt, composition=args.routing_text)
+                          system_prompt=system_prompt, composition=args.routing_text,
+                          bill_system_prompt=not args.unbilled_system_prompt)
     finally:
         embedder.close()
     title = ", ".join(Path(d).name.split(".")[0] for d in args.data)

@@ -60,7 +60,8 @@ def interpolate_budgets(heads: FittedHeads, policies: Sequence[Policy], budgets:
     # New budgets are served like the trained ones (same instruction, placement, cap rule).
     like = next(iter(by_budget.values()), None)
     new_policies = [by_budget.get(b) or (
-        replace(like, name=str(b), budget=b, max_tokens=None) if like is not None
+        replace(budget_policy(b, cost_tokens=like.cost_tokens, protocol=like.protocol),
+                input_overhead_tokens=like.input_overhead_tokens) if like is not None
         else budget_policy(b, instruction, cost_tokens="predicted")) for b, _ in budget_cols]
     info = dict(heads.info, interpolated_budgets=[b for b, _ in added])
     result = FittedHeads(heads.kind, dict(heads.options), arrays, info)

@@ -202,6 +202,7 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
                            file=", ".join(str(meta_path(Path(p))) for p in paths))
     policies = fit_input_overhead(build_policies(data.policies, pfile), data,
                                   train_prep.input_tokens, INPUT_TOKENS)
+    token_fit = compare_input_tokens(policies, data, train_prep.input_tokens, INPUT_TOKENS)
     spec = EmbedderSpec(embedder.id, embedder.dim, embedder.normalized)
     chosen, table = choose_variant(variant, train_prep, policies, spec, folds, log, progress)
     log(f"variant: {chosen.name}")
@@ -214,8 +215,7 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
         "variant": chosen.name, "validation_audc": table, "embedder_config": dict(embedder_cfg),
         "prices": {m: data.price_source[m] for m in data.models}, **heads.info,
         "policies_file": Path(pfile.path).name if pfile and pfile.path else None,
-        "input_tokens_fit": compare_input_tokens(policies, data, train_prep.input_tokens,
-                                                 INPUT_TOKENS).to_json(),
+        "input_tokens_fit": token_fit.to_json(),
     }
     ckpt = make_checkpoint(heads, data, policies, spec, name or Path(out).name, provenance)
     save_checkpoint(ckpt, out)
@@ -237,7 +237,7 @@ def default_point_policy(data: OutcomeData) -> int | str:
 def evaluate(paths: Sequence[str | Path], ckpt: Checkpoint, embedder: Embedder,
              point_policy: str | None = None, cache_dir: str | Path | None = None,
              split: str = "test", progress: bool = True, system_prompt: str | None = None,
-             composition: str | None = None) -> EvalReport:
+             composition: str | None = None, bill_system_prompt: bool = True) -> EvalReport:
     """Every router on the `split` queries that have all arms; the rest are counted."""
     data = load_outcomes(paths)
     point = default_point_policy(data) if point_policy is None else point_policy
@@ -250,7 +250,10 @@ def evaluate(paths: Sequence[str | Path], ckpt: Checkpoint, embedder: Embedder,
     if not rows.any():
         raise DataError(f"no {split} queries with every arm", field="split")
     prep = prepare(data.subset(rows), embedder, cache_dir, progress, system_prompt, composition)
-    if system_prompt:
+    if system_prompt and not bill_system_prompt:
+        # Isolate the routing text: costs as if the system prompt were free.
+        prep.input_tokens = conversation_tokens(prep.data.prompts, None, INPUT_TOKENS)
+    elif system_prompt:
         # The system prompt is billed too: realised costs include its input tokens.
         prep.data = with_extra_input(prep.data, prep.input_tokens - conversation_tokens(
             prep.data.prompts, None, INPUT_TOKENS))
@@ -266,6 +269,7 @@ def evaluate(paths: Sequence[str | Path], ckpt: Checkpoint, embedder: Embedder,
         "split": split, "queries": int(rows.sum()),
         "queries_missing_arms": int((in_split & ~data.complete).sum()),
         "system_prompt_chars": len(system_prompt or ""), "routing_text": composition,
+        "system_prompt_billed": bool(system_prompt) and bill_system_prompt,
         "rows_without_score": data.unscored_rows, "point_policy": point,
         "checkpoint": str(ckpt.path) if ckpt.path else ckpt.name,
         "embedder": embedder.id, "variant": ckpt.provenance.get("variant"),
