@@ -122,12 +122,12 @@ def placement(pin: bool) -> tuple[set[int] | None, set[int] | None]:
     return set(cpus[:-1]), {cpus[-1]}
 
 
-def start(cmd: list[str], ready_url: str, cpus: set[int] | None = None
-          ) -> subprocess.Popen[bytes]:
+def start(cmd: list[str], ready_url: str, cpus: set[int] | None = None,
+          timeout_s: float = 60) -> subprocess.Popen[bytes]:
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT,
                             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             if httpx.get(ready_url, timeout=5).status_code == 200:

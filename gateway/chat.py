@@ -26,9 +26,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from router_core import Decision, EmbedderError
 
 from .errors import APIError, to_api_error
-from .protocol import RouteHeaders, client_max_tokens, not_found_model, parse_route_headers
+from .protocol import (
+    RouteHeaders,
+    client_cap,
+    not_found_model,
+    parse_route_headers,
+    requested_outputs,
+)
 from .requestlog import new_request_id
-from .rewrite import apply_policy
+from .rewrite import apply_policy, forward_cap
 from .service import Service
 from .transport import Attempt, ResponseTooLargeError
 from .wire import openai_shape, stream_usage, usage_note
@@ -107,7 +113,8 @@ async def handle_chat(request: Request, body: dict[str, Any], svc: Service) -> R
     if model == R2_AUTO:
         outcome, upstream_body = await _route(request, body, svc, request_id)
     elif model in svc.deployment_names:
-        outcome, upstream_body = Outcome(request_id, model), body
+        outcome = Outcome(request_id, model)
+        upstream_body = forward_cap(body, svc.deployments[model].cap_field)
     else:
         raise not_found_model()
     request.state.outcome = outcome  # for the request's log line (gateway/requestlog.py)
@@ -118,10 +125,10 @@ async def _route(request: Request, body: dict[str, Any], svc: Service,
                  request_id: str) -> tuple[Outcome, dict[str, Any]]:
     headers = parse_route_headers(request.headers, svc.request_default(),
                                   svc.checkpoint.tradeoff)
-    _, client_cap = client_max_tokens(body)
     start = time.perf_counter()
     try:
-        decision = await svc.route(body["messages"], headers, client_cap)
+        decision = await svc.route(body["messages"], headers, client_cap(body),
+                                   outputs=requested_outputs(body))
     except EmbedderError:
         fallback = svc.settings.fallback_deployment
         if fallback is None:
@@ -140,8 +147,8 @@ async def _route(request: Request, body: dict[str, Any], svc: Service,
 
 def _rewrite(body: dict[str, Any], svc: Service, decision: Decision) -> dict[str, Any]:
     dep = svc.deployments.get(decision.model)
-    return apply_policy(body, decision.model, decision.policy, svc.settings.budget_instruction,
-                        dep.max_tokens if dep else None)
+    return apply_policy(body, decision.model, decision.policy, dep.max_tokens if dep else None,
+                        dep.cap_field if dep else "max_tokens")
 
 
 def _next_candidate(svc: Service, outcome: Outcome, failed: set[str]) -> Decision | None:
@@ -348,9 +355,9 @@ async def _close(iterator: AsyncIterator[Any]) -> None:
 async def handle_route(request: Request, body: dict[str, Any], svc: Service) -> Response:
     headers: RouteHeaders = parse_route_headers(request.headers, svc.request_default(),
                                                 svc.checkpoint.tradeoff)
-    _, client_cap = client_max_tokens(body)
     start = time.perf_counter()
-    decision = await svc.route(body["messages"], headers, client_cap)
+    decision = await svc.route(body["messages"], headers, client_cap(body),
+                               outputs=requested_outputs(body))
     payload = decision.to_json(all_candidates=True)
     if headers.tradeoff is not None:
         payload["tradeoff"] = headers.tradeoff

@@ -15,11 +15,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from router_core import InvalidInputError
 from router_core.embedders import check_options
-from router_core.policies import DEFAULT_BUDGET_INSTRUCTION
+from router_core.policies import RELEASE_PROTOCOLS, CapRule, Placement, ServingProtocol
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -43,7 +51,21 @@ class Deployment(_Strict):
     input_price_per_million: float | None = Field(default=None, ge=0)
     output_price_per_million: float | None = Field(default=None, ge=0)
     max_tokens: int | None = Field(default=None, gt=0)
+    #: The request field this deployment honours for the output cap (None: per provider).
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
     timeout_s: float | None = Field(default=None, gt=0)
+
+    @property
+    def cap_field(self) -> str:
+        """`max_completion_tokens` for OpenAI's and Azure's own APIs (their current field),
+        `max_tokens` everywhere else (OpenAI-compatible servers such as llama.cpp and older
+        vLLM ignore `max_completion_tokens`; LiteLLM maps `max_tokens` for other providers)."""
+        if self.max_tokens_field is not None:
+            return self.max_tokens_field
+        provider = self.model.split("/", 1)[0] if "/" in self.model else "openai"
+        if provider in ("openai", "azure") and self.api_base is None:
+            return "max_completion_tokens"
+        return "max_tokens"
 
 
 class CooldownSettings(_Strict):
@@ -124,6 +146,27 @@ class PacingSettings(_Strict):
     max_tradeoff: float = Field(default=1.0, ge=0, le=1)
 
 
+class BudgetProtocolOverride(_Strict):
+    """Serve every numeric budget with this instruction, placement and cap rule instead of the
+    checkpoint's (logged at start-up: heads measured under another protocol may mispredict)."""
+
+    instruction: str = Field(min_length=1)
+    placement: Placement = "system"
+    cap_rule: CapRule = "budget"
+    cap_slack: int = Field(default=0, ge=0)
+
+    @field_validator("cap_rule")
+    @classmethod
+    def _numeric_rule(cls, rule: str) -> str:
+        if rule == "fixed":
+            raise ValueError("a budget protocol's cap_rule is budget, budget+slack or none")
+        return rule
+
+    def protocol(self) -> ServingProtocol:
+        return ServingProtocol("override", self.instruction, self.placement, self.cap_rule,
+                               self.cap_slack)
+
+
 class GatewaySettings(_Strict):
     checkpoint: Path
     #: Pins the checkpoint: sha256 of its manifest.json (which holds the arrays' sha256s).
@@ -134,15 +177,33 @@ class GatewaySettings(_Strict):
     #: Calibrated trade-off for requests without a knob header (needs a checkpoint table).
     default_tradeoff: float | None = Field(default=None, ge=0, le=1)
     pacing: PacingSettings | None = None
-    budget_instruction: str = DEFAULT_BUDGET_INSTRUCTION
+    #: Off by default: numeric budgets are served exactly as the checkpoint says. A release
+    #: protocol name (`r2bench`, `generate`) or an explicit instruction/placement/cap rule.
+    budget_protocol_override: Literal["r2bench", "generate"] | BudgetProtocolOverride | None = None
     input_tokens: Literal["tokenizer", "cl100k", "words1.3"] | None = None
     deployments: list[Deployment] = Field(min_length=1)
     fallback_deployment: str | None = None
     server: ServerSettings = Field(default_factory=ServerSettings)
     judge: JudgeSettings | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "budget_instruction" in data:
+            raise ValueError("budget_instruction was removed: budgets are served as the "
+                             "checkpoint says; to override, set budget_protocol_override "
+                             "(see README)")
+        return data
+
     def deployment(self, name: str) -> Deployment | None:
         return next((d for d in self.deployments if d.name == name), None)
+
+    def override_protocol(self) -> ServingProtocol | None:
+        """The named override of the checkpoint's budget protocol, or None (the default)."""
+        value = self.budget_protocol_override
+        if value is None:
+            return None
+        return RELEASE_PROTOCOLS[value] if isinstance(value, str) else value.protocol()
 
 
 def expand_env(value: Any, path: str = "") -> Any:

@@ -347,11 +347,28 @@ def _header_float(raw: str, name: str) -> float:
     return value
 
 
+CAP_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
 def client_max_tokens(body: Mapping[str, Any]) -> tuple[str, int | None]:
-    """Which field the client used for its output cap, and its value."""
+    """Which field the client used for its output cap, and the cap (the smaller of the two
+    when both are sent)."""
+    cap = client_cap(body)
     if body.get("max_completion_tokens") is not None:
-        return "max_completion_tokens", int(body["max_completion_tokens"])
-    return "max_tokens", (int(body["max_tokens"]) if body.get("max_tokens") is not None else None)
+        return "max_completion_tokens", cap
+    return "max_tokens", cap
+
+
+def client_cap(body: Mapping[str, Any]) -> int | None:
+    """The client's output cap: the smaller of `max_tokens` and `max_completion_tokens`."""
+    values = [int(body[f]) for f in CAP_FIELDS if body.get(f) is not None]
+    return min(values) if values else None
+
+
+def requested_outputs(body: Mapping[str, Any]) -> int:
+    """How many answers the request asks for (`n`); each is billed."""
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
 def not_found_model() -> APIError:

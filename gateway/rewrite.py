@@ -1,12 +1,18 @@
-"""Apply a routing decision to a chat request: model, output cap and budget instruction.
+"""Apply a routing decision to a chat request: model, output cap and the policy's instruction.
 
 Rules (what the client allowed is never exceeded):
-- the client's own `max_tokens` / `max_completion_tokens` caps the candidates; the rewritten
-  cap is written back into the same field the client used;
-- a numeric budget or a named policy with `max_tokens` sets the cap to min(policy, client);
-- the budget-free arm keeps the client's value, or the deployment's default when none;
-- the policy's instruction is merged into the first system message (kept, not replaced), or
-  added as a new leading system message.
+- the client's cap is the smaller of `max_tokens` and `max_completion_tokens` when it sends
+  both; the policy's cap (`Policy.cap`) is lowered to it;
+- the cap is written to the field the deployment honours (`Deployment.cap_field`); when the
+  client sent both fields, both carry the cap, so no larger value reaches the provider;
+- the budget-free arm (or a policy without a cap) keeps the client's cap, or the deployment's
+  `max_tokens` when there is none;
+- a request whose output must parse (`tools`, `functions`, or a JSON `response_format`) gets
+  the policy's instruction but not the policy's cap: a JSON object cut at 128 tokens does not
+  parse, so only the client's own cap (or the deployment's) applies;
+- the instruction goes where the policy says: merged into the first system message (kept, not
+  replaced) or added as a new leading one (`placement: system`), or appended to the latest
+  user turn (`placement: user_suffix`).
 """
 
 from __future__ import annotations
@@ -16,38 +22,92 @@ from typing import Any
 
 from router_core import Policy
 
-from .protocol import client_max_tokens
+from .protocol import CAP_FIELDS, client_cap
+
+STRUCTURED_FIELDS = ("tools", "functions")
 
 
 def merge_instruction(messages: list[dict[str, Any]], instruction: str) -> list[dict[str, Any]]:
     out = list(messages)
     for i, msg in enumerate(out):
         if msg.get("role") in ("system", "developer"):
-            merged = dict(msg)
-            content = msg.get("content")
-            if isinstance(content, list):
-                merged["content"] = [*content, {"type": "text", "text": instruction}]
-            elif content:
-                merged["content"] = f"{content}\n\n{instruction}"
-            else:
-                merged["content"] = instruction
-            out[i] = merged
+            out[i] = _append(msg, instruction)
             return out
     return [{"role": "system", "content": instruction}, *out]
 
 
+def append_to_user(messages: list[dict[str, Any]], instruction: str) -> list[dict[str, Any]]:
+    """The instruction appended to the latest user turn (as R2-Bench was collected)."""
+    out = list(messages)
+    for i in range(len(out) - 1, -1, -1):
+        if out[i].get("role") == "user":
+            out[i] = _append(out[i], instruction)
+            return out
+    return [*out, {"role": "user", "content": instruction}]
+
+
+def _append(msg: dict[str, Any], instruction: str) -> dict[str, Any]:
+    merged = dict(msg)
+    content = msg.get("content")
+    if isinstance(content, list):
+        merged["content"] = [*content, {"type": "text", "text": instruction}]
+    elif content:
+        merged["content"] = f"{content}\n\n{instruction}"
+    else:
+        merged["content"] = instruction
+    return merged
+
+
+def needs_whole_output(body: dict[str, Any]) -> bool:
+    """Whether the answer must parse (tool calls, JSON mode, a JSON schema)."""
+    if any(body.get(key) for key in STRUCTURED_FIELDS):
+        return True
+    fmt = body.get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") not in (None, "text")
+
+
+def output_cap(body: dict[str, Any], policy: Policy, deployment_max_tokens: int | None
+               ) -> int | None:
+    """The `max_tokens` the upstream gets under `policy` (None: send none)."""
+    client = client_cap(body)
+    cap = None if needs_whole_output(body) else policy.cap
+    if cap is not None:
+        return min(cap, client) if client is not None else cap
+    return client if client is not None else deployment_max_tokens
+
+
 def apply_policy(body: dict[str, Any], deployment: str, policy: Policy,
-                 instruction_template: str, deployment_max_tokens: int | None) -> dict[str, Any]:
+                 deployment_max_tokens: int | None = None,
+                 cap_field: str = "max_tokens") -> dict[str, Any]:
     """A new body for `deployment` under `policy`; `body` itself is not modified."""
-    field, client_cap = client_max_tokens(body)
     out = copy.copy(body)
     out["model"] = deployment
-    cap = policy.cap
+    cap = output_cap(body, policy, deployment_max_tokens)
+    sent_both = all(body.get(f) is not None for f in CAP_FIELDS)
+    for name in CAP_FIELDS:
+        out.pop(name, None)
     if cap is not None:
-        out[field] = min(cap, client_cap) if client_cap is not None else cap
-    elif client_cap is None and deployment_max_tokens is not None:
-        out[field] = deployment_max_tokens
-    instruction = policy.render_instruction(instruction_template)
+        for name in (CAP_FIELDS if sent_both else (cap_field,)):
+            out[name] = cap
+    instruction = policy.render_instruction()
     if instruction:
-        out["messages"] = merge_instruction(list(body["messages"]), instruction)
+        messages = list(body["messages"])
+        out["messages"] = (append_to_user(messages, instruction)
+                           if policy.placement == "user_suffix"
+                           else merge_instruction(messages, instruction))
+    return out
+
+
+def forward_cap(body: dict[str, Any], cap_field: str) -> dict[str, Any]:
+    """A named deployment's request with the client's cap in the field the deployment
+    honours (both fields at the smaller value when the client sent both)."""
+    sent = [name for name in CAP_FIELDS if body.get(name) is not None]
+    if not sent or sent == [cap_field] and len(sent) == 1:
+        return body
+    out = copy.copy(body)
+    cap = client_cap(body)
+    for name in CAP_FIELDS:
+        out.pop(name, None)
+    for name in (CAP_FIELDS if len(sent) == 2 else (cap_field,)):
+        out[name] = cap
     return out

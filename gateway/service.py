@@ -3,6 +3,11 @@
 `Service` holds the verified checkpoint's scorer, the embedder behind its micro-batcher, the
 LiteLLM upstream, the metrics and the admission counter. Building it fails fast with a clear
 error when the checkpoint, the embedder or the deployments do not fit together.
+
+Routing a request: the routing text (`text.routing_text`) is embedded by the micro-batcher
+while its input tokens are counted per deployment tokenizer (`tokens.InputTokenCounter`); both
+run off the event loop for large requests, and scoring runs off the loop for MLP heads (the
+linear heads' one GEMV costs less than the hop to a thread).
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import numpy as np
 
 from router_core import (
     Checkpoint,
@@ -24,11 +32,10 @@ from router_core import (
     Scorer,
     load_checkpoint,
     make_embedder,
-    messages_text,
-    token_counter,
 )
 from router_core.checkpoint import MANIFEST, sha256_file
-from router_core.text import TokenCounter
+from router_core.router import policy_input_tokens
+from router_core.text import routing_text
 from router_core.tradeoff import Knob
 
 from . import redaction
@@ -38,6 +45,7 @@ from .errors import APIError, bad_request
 from .metrics import Metrics
 from .pacing import Pacer, default_knob, make_pacer
 from .protocol import RouteHeaders
+from .tokens import InputTokenCounter
 from .upstream import Upstream
 
 log = logging.getLogger("r2.gateway")
@@ -78,11 +86,42 @@ def _check_pin(settings: GatewaySettings) -> None:
                               file=str(manifest), field="checkpoint_sha256")
 
 
+#: Requests with more characters than this are counted off the event loop.
+OFFLOAD_CHARS = 20_000
+
+
 def _check_policies(ckpt: Checkpoint) -> None:
     for pol in ckpt.policies:
-        if pol.budget is None and not pol.is_unlimited and not pol.instruction:
+        if pol.kind == "style" and not pol.instruction:
             raise ConfigError(f"checkpoint: named policy {pol.name!r} has no instruction; add it "
                               "with a policies file at training time")
+
+
+def served_policies(ckpt: Checkpoint, settings: GatewaySettings) -> Checkpoint:
+    """The checkpoint's policies, or its numeric budgets under gateway.yaml's named override
+    (`budget_protocol_override`), which is logged: heads measured under one protocol predict
+    another's outcomes only approximately."""
+    override = settings.override_protocol()
+    if override is None:
+        return ckpt
+    budgets = [p for p in ckpt.policies if p.kind == "budget"]
+    if budgets:
+        log.warning("budget_protocol_override: serving %d numeric budgets as %s instead of the "
+                    "checkpoint's protocol (%s)", len(budgets), override.describe(),
+                    ckpt.provenance.get("protocol_description") or "as trained")
+    return dataclasses.replace(ckpt, policies=tuple(p.with_protocol(override)
+                                                    for p in ckpt.policies))
+
+
+def _size(messages: list[dict[str, Any]]) -> int:
+    total = 0
+    for msg in messages:
+        content = msg.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(str(p.get("text") or "")) for p in content if isinstance(p, dict))
+    return total
 
 
 class Service:
@@ -93,10 +132,17 @@ class Service:
         ckpt = load_checkpoint(settings.checkpoint,
                                expected_embedder=(self.embedder.id, self.embedder.dim))
         _check_policies(ckpt)
-        self.checkpoint = apply_prices(ckpt, settings)
-        self.scorer = Scorer(self.checkpoint)
-        self.count_tokens: TokenCounter = token_counter(
-            settings.input_tokens or self.checkpoint.input_tokens)
+        self.checkpoint = served_policies(apply_prices(ckpt, settings), settings)
+        kind = settings.input_tokens or self.checkpoint.input_tokens
+        self.scorer = Scorer(self.checkpoint, policy_input_tokens(self.checkpoint, kind))
+        limits = [p.limit for p in self.checkpoint.policies if p.limit is not None]
+        #: A client cap below this is below every policy's.
+        self._least_limit = min(limits) if limits else 0
+        self.token_counter = InputTokenCounter(
+            self.checkpoint.model_names, {d.name: d.model for d in settings.deployments}, kind)
+        # CPU work of large requests (token counts, MLP scoring), off the event loop and apart
+        # from the embedder's thread.
+        self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="r2-route-cpu")
         self.metrics = Metrics()
         self.default_knob = default_knob(settings, self.checkpoint)
         self.pacing: Pacer | None = make_pacer(settings, self.checkpoint, self.default_knob)
@@ -137,6 +183,11 @@ class Service:
 
     async def _warm(self) -> None:
         try:
+            await asyncio.get_running_loop().run_in_executor(self._cpu,
+                                                             self.token_counter.warm_up)
+        except Exception:  # noqa: BLE001 - counting falls back to cl100k per request
+            log.info("token counter warm-up failed")
+        try:
             await self.batcher.embed("warm-up")
         except Exception:  # noqa: BLE001 - readiness reports embedder failures
             log.info("embedder warm-up failed; /readyz will report it")
@@ -144,6 +195,7 @@ class Service:
     async def stop(self) -> None:
         self._warmup.cancel()
         await self.batcher.stop()
+        self._cpu.shutdown(wait=False, cancel_futures=True)
         await self.upstream.aclose()
         self.embedder.close()
         self._unredact()
@@ -161,20 +213,32 @@ class Service:
 
     # -- routing -----------------------------------------------------------------------------
     async def route(self, messages: list[dict[str, Any]], headers: RouteHeaders,
-                    client_cap: int | None, exclude: set[str] | None = None) -> Decision:
-        """Embed the conversation and decide under the request's constraints."""
-        text = messages_text(messages)
+                    client_cap: int | None, exclude: set[str] | None = None,
+                    outputs: int = 1) -> Decision:
+        """Embed the routing text, count the input tokens, decide under the constraints."""
+        text = routing_text(messages, self.embedder.max_chars)
         if not text.strip():
             raise bad_request("the conversation has no system or user text to route",
                               "messages", "empty_content")
         start = time.perf_counter()
-        embedding = await self.batcher.embed(text)
-        decision = self.decide(embedding, self.count_tokens(text), headers, client_cap, exclude)
+        loop = asyncio.get_running_loop()
+        if _size(messages) > OFFLOAD_CHARS:
+            counting = loop.run_in_executor(self._cpu, self.token_counter.count, messages)
+            embedding, tokens = await asyncio.gather(self.batcher.embed(text), counting)
+        else:
+            embedding = await self.batcher.embed(text)
+            tokens = self.token_counter.count(messages)
+        args = (embedding, tokens, headers, client_cap, exclude, outputs)
+        if self.checkpoint.head_kind == "linear":
+            decision = self.decide(*args)
+        else:
+            decision = await loop.run_in_executor(self._cpu, self.decide, *args)
         self.metrics.route_seconds.observe(time.perf_counter() - start)
         return decision
 
-    def decide(self, embedding: Any, input_tokens: int, headers: RouteHeaders,
-               client_cap: int | None, exclude: set[str] | None = None) -> Decision:
+    def decide(self, embedding: Any, input_tokens: Any, headers: RouteHeaders,
+               client_cap: int | None, exclude: set[str] | None = None,
+               outputs: int = 1) -> Decision:
         allowed = list(headers.models) if headers.models else list(self.scorer.models)
         unknown = [m for m in allowed if m not in self.scorer.models]
         if unknown:
@@ -183,15 +247,18 @@ class Service:
         avoid = (exclude or set()) | self.upstream.cooldowns.cooling()
         healthy = [m for m in allowed if m not in avoid]
         allowed = healthy or [m for m in allowed if m not in (exclude or set())] or allowed
-        constraints = Constraints(tuple(allowed), client_cap, headers.max_cost_usd)
+        tokens = np.asarray(input_tokens, dtype=np.float64)
+        constraints = Constraints(tuple(allowed), client_cap, headers.max_cost_usd,
+                                  outputs=outputs)
+        if client_cap is not None and client_cap < self._least_limit:
+            # The client's cap is below every policy's: choose among the policies that ask for
+            # the least (never a longer style, nor the budget-free arm, which would be cut);
+            # the rewrite sends the client's own, smaller cap.
+            constraints = dataclasses.replace(constraints, max_budget=None,
+                                              policies=self.scorer.smallest_policies())
         try:
-            return self.scorer.decide(embedding, input_tokens, headers.lambda_, constraints)
+            return self.scorer.decide(embedding, tokens, headers.lambda_, constraints)
         except NoFeasibleCandidateError:
-            if headers.max_cost_usd is not None:
-                raise bad_request("no model and budget fit within x-r2-max-cost-usd",
-                                  "x-r2-max-cost-usd", "no_feasible_candidate") from None
-            # The client's max_tokens is below every budget: use the smallest budget; the
-            # rewrite sends the client's own (smaller) value.
-            smallest = min((p.budget for p in self.scorer.policies if p.budget), default=None)
-            relaxed = Constraints(tuple(allowed), smallest, None)
-            return self.scorer.decide(embedding, input_tokens, headers.lambda_, relaxed)
+            raise bad_request("no model and budget fit within x-r2-max-cost-usd",
+                              "x-r2-max-cost-usd", "no_feasible_candidate") from None
+

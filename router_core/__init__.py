@@ -24,7 +24,7 @@ from .policies import (
 )
 from .router import Router
 from .scoring import Candidate, Constraints, Decision, Scorer, Scores, check_lambda
-from .text import cl100k_token_count, messages_text, token_counter, words_token_count
+from .text import cl100k_token_count, routing_text, token_counter, words_token_count
 
 __all__ = [
     "DEFAULT_BUDGET_INSTRUCTION",
@@ -53,8 +53,8 @@ __all__ = [
     "cl100k_token_count",
     "load_checkpoint",
     "make_embedder",
-    "messages_text",
     "parse_policy_label",
+    "routing_text",
     "save_checkpoint",
     "token_counter",
     "unlimited_policy",

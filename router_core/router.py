@@ -20,7 +20,15 @@ from ._errors import InvalidInputError, NoFeasibleCandidateError
 from .checkpoint import Checkpoint, load_checkpoint
 from .embedders import Embedder, make_embedder
 from .scoring import NO_CONSTRAINTS, Candidate, Constraints, Decision, Scorer, check_lambda
-from .text import TokenCounter, messages_text, token_counter, truncate
+from .text import (
+    TokenCounter,
+    instruction_tokens,
+    message_counter,
+    routing_text,
+    token_counter,
+    truncate,
+    user_messages,
+)
 
 
 class Router:
@@ -29,11 +37,15 @@ class Router:
     def __init__(self, checkpoint: Checkpoint, embedder: Embedder | None = None,
                  input_tokens: str | TokenCounter | None = None) -> None:
         self.checkpoint = checkpoint
-        self.scorer = Scorer(checkpoint)
         self.embedder = embedder
         counter = input_tokens if input_tokens is not None else checkpoint.input_tokens
         self.count_tokens: TokenCounter = (
             token_counter(counter) if isinstance(counter, str) else counter)
+        # The release's words*1.3 estimate priced the prompt alone (parity); a real tokenizer
+        # also counts what each policy's instruction adds to the request.
+        self.count_messages = message_counter(counter) if isinstance(counter, str) else (
+            lambda msgs: self.count_tokens(routing_text(msgs, 1 << 62, "latest+history+system")))
+        self.scorer = Scorer(checkpoint, policy_input_tokens(checkpoint, counter))
         self.default_lambda = checkpoint.default_lambda
 
     @classmethod
@@ -60,13 +72,21 @@ class Router:
         """Embed `text` and decide; raises `InvalidInputError` on empty text."""
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError("text to route is empty", param="text")
-        lam = check_lambda(self.default_lambda if lambda_ is None else lambda_)
-        tokens = self.count_tokens(text) if input_tokens is None else int(input_tokens)
-        return self.decide(self.embed([text])[0], tokens, lam, constraints)
+        return self.route_messages(user_messages(text), lambda_, constraints, input_tokens)
 
     def route_messages(self, messages: Iterable[Mapping[str, Any]], lambda_: float | None = None,
-                       constraints: Constraints = NO_CONSTRAINTS) -> Decision:
-        return self.route(messages_text(messages), lambda_, constraints)
+                       constraints: Constraints = NO_CONSTRAINTS,
+                       input_tokens: int | None = None) -> Decision:
+        """Route a chat conversation on its routing text (`text.routing_text`)."""
+        msgs = list(messages)
+        window = self.embedder.max_chars if self.embedder is not None else 2000
+        text = routing_text(msgs, window)
+        if not text.strip():
+            raise InvalidInputError("the conversation has no system or user text to route",
+                                    param="messages")
+        lam = check_lambda(self.default_lambda if lambda_ is None else lambda_)
+        tokens = self.count_messages(msgs) if input_tokens is None else int(input_tokens)
+        return self.decide(self.embed([text])[0], tokens, lam, constraints)
 
     def decide(self, embedding: npt.ArrayLike, input_tokens: int, lambda_: float,
                constraints: Constraints = NO_CONSTRAINTS) -> Decision:
@@ -82,3 +102,12 @@ class Router:
             raise NoFeasibleCandidateError(
                 f"row {row}: no (model, budget) satisfies the constraints")
         return [self.scorer.candidate(scores, util, r, int(i)) for r, i in enumerate(idx)]
+
+
+def policy_input_tokens(checkpoint: Checkpoint, counter: str | TokenCounter) -> list[float]:
+    """Input tokens each policy's instruction adds (none under the release's words estimate,
+    which priced the prompt alone)."""
+    if counter == "words1.3":
+        return [0.0] * len(checkpoint.policies)
+    count = token_counter(counter) if isinstance(counter, str) else counter
+    return [float(instruction_tokens(p.render_instruction(), count)) for p in checkpoint.policies]

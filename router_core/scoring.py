@@ -12,7 +12,11 @@ Head options in the manifest (all default to the release's behaviour):
 - `quality_link`: `"clip"` (clip to [0, 1]) or `"sigmoid"`;
 - `tokens_space`: `"linear"` or `"log1p"` (token heads predict log1p(tokens));
 - `monotone_quality`: quality of numeric budgets made non-decreasing in the budget;
-- cost of a `cost_tokens == "predicted"` policy is capped at its `max_tokens`.
+- cost of a `cost_tokens == "predicted"` policy is capped at its cap.
+
+Input tokens are the conversation's (one number per query, or one per query and model when
+models count with different tokenizers); each policy adds the tokens its instruction and its
+measured protocol add (`policy_input_tokens`). A request for `n` answers pays `n` outputs.
 """
 
 from __future__ import annotations
@@ -34,12 +38,15 @@ F64 = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class Constraints:
-    """Per-decision limits. `max_budget` is the client's max_tokens: numeric budgets and named
-    policies above it are not considered; the budget-free arm stays (it keeps the client's cap)."""
+    """Per-decision limits. `max_budget` is the client's max_tokens: policies that ask for
+    more (`Policy.limit`) are not considered; the budget-free arm stays (it keeps the client's
+    cap). `policies` restricts the policies by name; `outputs` is the request's `n`."""
 
     allowed_models: tuple[str, ...] | None = None
     max_budget: int | None = None
     max_cost_usd: float | None = None
+    policies: tuple[str, ...] | None = None
+    outputs: int = 1
 
 
 NO_CONSTRAINTS = Constraints()  # frozen, so one shared default instance is safe
@@ -164,7 +171,8 @@ def check_lambda(lambda_: float) -> float:
 class Scorer:
     """Scores embeddings against a checkpoint's heads and picks the utility arg-max."""
 
-    def __init__(self, ckpt: Checkpoint) -> None:
+    def __init__(self, ckpt: Checkpoint,
+                 policy_input_tokens: Sequence[float] | None = None) -> None:
         self.ckpt = ckpt
         self.models = ckpt.model_names
         self.policies = ckpt.policies
@@ -203,15 +211,23 @@ class Scorer:
         self._in_price = np.array([x.input_price_per_million for x in ckpt.models]) / 1e6
         self._out_price = np.array([x.output_price_per_million for x in ckpt.models]) / 1e6
         self._fixed_tokens = np.array(
-            [pol.budget if pol.cost_tokens == "budget" and pol.budget else np.nan
+            [pol.budget if pol.cost_tokens == "budget" and pol.kind == "budget" else np.nan
              for pol in ckpt.policies], dtype=np.float64)
         self._token_cap = np.array(
-            [pol.max_tokens if pol.max_tokens else np.inf for pol in ckpt.policies])
-        budgets = [(pol.budget, j) for j, pol in enumerate(ckpt.policies) if pol.budget is not None]
+            [np.inf if pol.cap is None else pol.cap for pol in ckpt.policies], dtype=np.float64)
+        budgets = [(pol.budget, j) for j, pol in enumerate(ckpt.policies) if pol.kind == "budget"]
         self._budget_order = np.array([j for _, j in sorted(budgets)], dtype=np.intp)
+        # What each policy asks for; the budget-free arm asks for nothing (always within a cap).
         self._policy_limit = np.array(
-            [pol.budget or pol.max_tokens or 0 for pol in ckpt.policies], dtype=np.float64)
+            [0 if pol.limit is None else pol.limit for pol in ckpt.policies], dtype=np.float64)
+        extra = np.zeros(p) if policy_input_tokens is None else np.asarray(
+            policy_input_tokens, dtype=np.float64).reshape(-1)
+        if extra.shape != (p,):
+            raise InvalidInputError(f"policy_input_tokens needs {p} numbers",
+                                    param="policy_input_tokens")
+        self._policy_input = extra + np.array([pol.input_overhead_tokens for pol in ckpt.policies])
         self._labels = [pol.label for pol in ckpt.policies]
+        self._names = [pol.name for pol in ckpt.policies]
 
     def _mlp_layers(self, target: str) -> list[tuple[F64, F64]]:
         a = self.ckpt.arrays
@@ -239,11 +255,14 @@ class Scorer:
         m, p = self.shape
         return np.asarray(h[:, :, 0].T.reshape(n, m, p), dtype=np.float64)
 
-    def predict(self, embeddings: npt.ArrayLike, input_tokens: npt.ArrayLike) -> Scores:
+    def predict(self, embeddings: npt.ArrayLike, input_tokens: npt.ArrayLike,
+                outputs: int = 1) -> Scores:
         emb = self.validate_embeddings(embeddings)
-        tok_in = self._input_tokens(input_tokens, emb.shape[0])
+        tok_in = self._input_tokens(input_tokens, emb.shape[0])  # [N, M]
         if self.features:
-            emb = np.hstack([emb, input_features(self.features, tok_in)])
+            # Heads read one length per query (training counts one); per-model counts differ
+            # only by tokenizer, so their mean stands for it.
+            emb = np.hstack([emb, input_features(self.features, tok_in.mean(axis=1))])
         q_raw, t_raw = self._raw(emb)
         if self.quality_link == "sigmoid":
             quality = 1.0 / (1.0 + np.exp(-q_raw))
@@ -255,8 +274,9 @@ class Scorer:
         tokens = np.expm1(np.maximum(t_raw, 0.0)) if self.tokens_space == "log1p" else t_raw
         tokens = np.minimum(np.maximum(tokens, 0.0), self._token_cap)
         tokens = np.where(np.isnan(self._fixed_tokens), tokens, self._fixed_tokens)
-        cost = (tok_in[:, None, None] * self._in_price[None, :, None]
-                + tokens * self._out_price[None, :, None])
+        tok_in = np.maximum(tok_in[:, :, None] + self._policy_input[None, None, :], 0.0)
+        cost = (tok_in * self._in_price[None, :, None]
+                + max(1, int(outputs)) * tokens * self._out_price[None, :, None])
         return Scores(quality, tokens, cost)
 
     def validate_embeddings(self, embeddings: npt.ArrayLike) -> F64:
@@ -275,20 +295,25 @@ class Scorer:
             raise InvalidInputError("embeddings contain NaN or infinity", param="embeddings")
         return emb
 
-    @staticmethod
-    def _input_tokens(input_tokens: npt.ArrayLike, n: int) -> F64:
+    def _input_tokens(self, input_tokens: npt.ArrayLike, n: int) -> F64:
+        """`[N, M]`: one number, one per query, or one per query and model."""
+        m = self.shape[0]
         try:
-            tok = np.asarray(input_tokens, dtype=np.float64).reshape(-1)
+            tok = np.asarray(input_tokens, dtype=np.float64)
         except (TypeError, ValueError):
             tok = np.empty(0)
-        if tok.size == 1 and n != 1:
-            tok = np.full(n, tok[0])
-        if tok.size != n:
-            raise InvalidInputError(f"input_tokens must be one number or {n} numbers",
+        if tok.ndim == 2 and tok.shape == (n, m):
+            out = tok
+        elif tok.size == 1:
+            out = np.full((n, m), tok.reshape(-1)[0])
+        elif tok.size == n and tok.ndim <= 1:
+            out = np.repeat(tok.reshape(n, 1), m, axis=1)
+        else:
+            raise InvalidInputError(f"input_tokens must be one number, {n} numbers or {n}x{m}",
                                     param="input_tokens")
-        if not np.all(np.isfinite(tok)) or np.any(tok < 0):
+        if not np.all(np.isfinite(out)) or np.any(out < 0):
             raise InvalidInputError("input_tokens must be finite and >= 0", param="input_tokens")
-        return tok
+        return out
 
     # -- decision ---------------------------------------------------------------------------
     def feasible_mask(self, scores: Scores, constraints: Constraints) -> npt.NDArray[np.bool_]:
@@ -304,6 +329,8 @@ class Scorer:
             mask &= allowed[:, None]
         if constraints.max_budget is not None:
             mask &= (self._policy_limit <= constraints.max_budget)[None, :]
+        if constraints.policies is not None:
+            mask &= np.array([n in constraints.policies for n in self._names])[None, :]
         if constraints.max_cost_usd is not None:
             return mask & (scores.cost <= constraints.max_cost_usd)
         return np.repeat(mask[None], scores.cost.shape[0], axis=0)
@@ -321,7 +348,7 @@ class Scorer:
               constraints: Constraints,
               ) -> tuple[npt.NDArray[np.intp], Scores, F64, npt.NDArray[np.bool_]]:
         lam = check_lambda(lambda_)
-        scores = self.predict(embeddings, input_tokens)
+        scores = self.predict(embeddings, input_tokens, constraints.outputs)
         util = _utilities(scores, lam)
         mask = self.feasible_mask(scores, constraints)
         masked = np.where(mask, util, -np.inf).reshape(util.shape[0], -1)
@@ -348,9 +375,13 @@ class Scorer:
         return tuple(Candidate(self.models[i // p], self._labels[i % p], q[k], t[k], c[k], u[k])
                      for k, i in enumerate(order.tolist()))
 
-    def decide(self, embedding: npt.ArrayLike, input_tokens: int, lambda_: float,
+    def decide(self, embedding: npt.ArrayLike, input_tokens: npt.ArrayLike, lambda_: float,
                constraints: Constraints = NO_CONSTRAINTS) -> Decision:
-        idx, scores, util, mask = self._pick(embedding, [input_tokens], lambda_, constraints)
+        try:
+            tokens = np.asarray(input_tokens, dtype=np.float64)[None]
+        except (TypeError, ValueError):
+            raise InvalidInputError("input_tokens must be numbers", param="input_tokens") from None
+        idx, scores, util, mask = self._pick(embedding, tokens, lambda_, constraints)
         if scores.quality.shape[0] != 1:
             raise InvalidInputError("decide() takes one embedding; use pick() for a batch",
                                     param="embeddings")
@@ -358,8 +389,20 @@ class Scorer:
             raise NoFeasibleCandidateError("no (model, budget) satisfies the constraints")
         flat = int(idx[0])
         cands = RankedCandidates(lambda: self.ranked(scores, util, mask, 0))
+        tokens = tokens.reshape(-1)
         return Decision(self.candidate(scores, util, 0, flat), self.policies[flat % self.shape[1]],
-                        float(lambda_), int(input_tokens), cands)
+                        float(lambda_), int(tokens[flat // self.shape[1]] if tokens.size > 1
+                                            else tokens[0]), cands)
+
+    def smallest_policies(self) -> tuple[str, ...]:
+        """Names of the policies that ask for the least (smallest limit), for a client cap below
+        every policy's: a shorter request, never a longer style. The budget-free arm only when
+        no policy has a limit."""
+        limited = [(pol.limit, pol.name) for pol in self.policies if pol.limit is not None]
+        if not limited:
+            return tuple(pol.name for pol in self.policies)
+        least = min(limit for limit, _ in limited)
+        return tuple(name for limit, name in limited if limit == least)
 
     def policy_for(self, budget: int | str) -> Policy:
         for pol in self.policies:

@@ -4,6 +4,11 @@ into this project's pickle-free checkpoint format.
 This is the only code in the project that unpickles anything, and it does so only when the
 caller passes `trust_pickle=True`: a joblib file is a pickle, and loading a pickle runs whatever
 code its author put in it. After conversion the gateway loads plain arrays only.
+
+The release documents two ways of asking for a budget (`policies.RELEASE_PROTOCOLS`): its
+`generate()` (a system message, no `max_tokens`) and the R2-Bench collection its limited heads
+were fitted on (appended to the user turn, `max_tokens = N + 10`). The converted checkpoint
+stores the chosen one in every numeric policy, by default `r2bench`, the one its heads measure.
 """
 
 from __future__ import annotations
@@ -16,7 +21,13 @@ import numpy as np
 
 from ._errors import CheckpointError
 from .checkpoint import Checkpoint, EmbedderSpec, ModelSpec, save_checkpoint
-from .policies import DEFAULT_BUDGET_INSTRUCTION, Policy, budget_policy, unlimited_policy
+from .policies import (
+    RELEASE_DEFAULT_PROTOCOL,
+    RELEASE_PROTOCOLS,
+    Policy,
+    budget_policy,
+    unlimited_policy,
+)
 from .release_notice import release_provenance, write_release_readme
 
 PICKLE_REFUSAL = (
@@ -29,8 +40,14 @@ UNLIMITED_SCORE_FILE = "unlimited_score_predictor.joblib"
 UNLIMITED_TOKEN_FILE = "unlimited_token_predictor.joblib"
 
 
-def import_release(src: str | Path, dest: str | Path, trust_pickle: bool = False) -> Checkpoint:
-    """Read the release at `src` (the `r2_router/` folder) and write a checkpoint to `dest`."""
+def import_release(src: str | Path, dest: str | Path, trust_pickle: bool = False,
+                   protocol: str = RELEASE_DEFAULT_PROTOCOL) -> Checkpoint:
+    """Read the release at `src` (the `r2_router/` folder) and write a checkpoint to `dest`,
+    its numeric budgets served under the release protocol named `protocol`."""
+    if protocol not in RELEASE_PROTOCOLS:
+        raise CheckpointError(f"unknown release protocol {protocol!r}; expected one of "
+                              f"{', '.join(RELEASE_PROTOCOLS)}", field="protocol")
+    served = RELEASE_PROTOCOLS[protocol]
     root = Path(src)
     config_path = root / "config.json"
     try:
@@ -48,7 +65,7 @@ def import_release(src: str | Path, dest: str | Path, trust_pickle: bool = False
         raise CheckpointError("config lacks token_limits or models", file=str(config_path),
                               field="token_limits" if not isinstance(limits, list) else "models")
     budgets = [int(b) for b in limits if b != "unlimited"]
-    policies: list[Policy] = [budget_policy(b, DEFAULT_BUDGET_INSTRUCTION) for b in budgets]
+    policies: list[Policy] = [budget_policy(b, protocol=served) for b in budgets]
     policies.append(unlimited_policy())
     m, p = len(models_cfg), len(policies)
     arrays = {
@@ -81,7 +98,8 @@ def import_release(src: str | Path, dest: str | Path, trust_pickle: bool = False
                       "monotone_quality": False},
         default_lambda=float(config.get("default_lambda", 0.99999)),
         input_tokens="words1.3", name="r2-router-release",
-        provenance=release_provenance(root, str(src), str(dest), str(config.get("method", ""))),
+        provenance={**release_provenance(root, str(src), str(dest), str(config.get("method", ""))),
+                    "protocol": served.name, "protocol_description": served.describe()},
     )
     save_checkpoint(ckpt, dest)
     write_release_readme(Path(dest), ckpt.provenance, m, p, ckpt.embedder.id)

@@ -66,16 +66,18 @@ def test_the_output_must_be_plain_jsonl(tmp_path: Path) -> None:
 
 def test_meta_refuses_changed_prices_or_policy_instructions(tmp_path: Path) -> None:
     out = tmp_path / "o.jsonl"
-    spec = {"10": policy_spec(budget_policy(10), "Use {budget} tokens.")}
+    spec = {"10": policy_spec(budget_policy(10, "Use {budget} tokens."))}
     meta = write_meta(out, {"m": (1.0, 2.0)}, spec, ["q.jsonl"], {})
     assert json.loads(meta.read_text())["prices_usd"]["m"] == {
         "input_per_million": 1.0, "output_per_million": 2.0}
     assert json.loads(meta.read_text())["collect"]["policies"]["10"] == {
-        "instruction": "Use 10 tokens.", "max_tokens": 10}
+        "instruction": "Use 10 tokens.", "max_tokens": 10, "kind": "budget",
+        "template": "Use {budget} tokens.", "placement": "system", "cap_rule": "budget",
+        "cap_slack": 0}
     write_meta(out, {"m": (1.0, 2.0), "n": (3.0, 4.0)}, spec, ["q.jsonl"], {})
     with pytest.raises(DataError, match="prices"):
         write_meta(out, {"m": (1.5, 2.0)}, spec, ["q.jsonl"], {})
-    other = {"10": policy_spec(budget_policy(10), "At most {budget} tokens!")}
+    other = {"10": policy_spec(budget_policy(10, "At most {budget} tokens!"))}
     with pytest.raises(DataError, match="policy '10'"):
         write_meta(out, {"m": (1.0, 2.0)}, other, ["q.jsonl"], {})
 

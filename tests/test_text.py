@@ -18,17 +18,23 @@ from router_core import (
     Router,
     budget_policy,
     cl100k_token_count,
-    messages_text,
+    routing_text,
     token_counter,
     unlimited_policy,
     words_token_count,
 )
 from router_core import text as text_mod
 from router_core.embedders.base import EmbeddingArray
+from router_core.text import COMPOSITIONS, count_message_tokens
 
 
-# -- messages_text --------------------------------------------------------------------------
-def test_only_system_developer_and_user_turns_are_routed_in_order() -> None:
+# -- routing_text ---------------------------------------------------------------------------
+def test_a_single_user_message_routes_on_exactly_its_text() -> None:
+    prompt = "  What is 2+2?\n"
+    assert routing_text([{"role": "user", "content": prompt}]) == prompt
+
+
+def test_latest_user_turn_first_then_earlier_turns_no_system_by_default() -> None:
     messages = [
         {"role": "system", "content": "SYS"},
         {"role": "user", "content": "Q1"},
@@ -37,7 +43,45 @@ def test_only_system_developer_and_user_turns_are_routed_in_order() -> None:
         {"role": "developer", "content": "DEV"},
         {"role": "user", "content": "Q2"},
     ]
-    assert messages_text(messages) == "SYS\n\nQ1\n\nDEV\n\nQ2"
+    assert routing_text(messages) == "Q2\n\nQ1\n\nSYS\n\nDEV"
+    assert routing_text(messages, composition="latest") == "Q2"
+    assert routing_text(messages, composition="latest+history") == "Q2\n\nQ1"
+    assert routing_text(messages, composition="latest+history+system") == "Q2\n\nQ1\n\nSYS\n\nDEV"
+    assert routing_text(messages, composition="in-order") == "SYS\n\nQ1\n\nDEV\n\nQ2"
+
+
+def test_a_long_system_prompt_never_displaces_the_question() -> None:
+    system = "You are a helpful assistant for Acme Corp. " * 200
+    question = "Prove there are infinitely many primes."
+    for comp in COMPOSITIONS:
+        if comp == "in-order":
+            continue
+        text = routing_text([{"role": "system", "content": system},
+                             {"role": "user", "content": question}],
+                            max_chars=2000, composition=comp)
+        assert text.startswith("Prove there are infinitely many primes.")
+        assert len(text) <= 2000
+
+
+def test_the_latest_turn_is_kept_whole_up_to_the_window_then_history_fills_the_rest() -> None:
+    first = "x" * 1500
+    messages = [{"role": "user", "content": first}, {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "and in Python?"}]
+    text = routing_text(messages, max_chars=1000)
+    assert text.startswith("and in Python?\n\n")
+    assert len(text) == 1000
+    assert routing_text([{"role": "user", "content": "y" * 5000}], max_chars=1000) == "y" * 1000
+
+
+def test_the_system_prompt_gets_at_most_its_share_of_the_window() -> None:
+    text = routing_text([{"role": "system", "content": "s" * 5000},
+                         {"role": "user", "content": "q" * 100}], max_chars=2000)
+    assert text == "q" * 100 + "\n\n" + "s" * 254
+
+
+def test_only_system_text_routes_on_the_system_prompt() -> None:
+    assert routing_text([{"role": "system", "content": "Translate to French."}]) == \
+        "Translate to French."
 
 
 def test_list_content_keeps_text_parts_and_skips_multimodal_parts() -> None:
@@ -48,29 +92,43 @@ def test_list_content_keeps_text_parts_and_skips_multimodal_parts() -> None:
         {"type": "text", "text": "and this"},
         {"type": "text"},
     ]}]
-    assert messages_text(messages) == "look at this\nand this"
+    assert routing_text(messages) == "look at this\nand this"
 
 
 def test_empty_and_missing_contents_are_skipped() -> None:
-    messages = [{"role": "system", "content": None}, {"role": "user", "content": "   "},
-                {"role": "user"}, {"role": "user", "content": "hi"}]
-    assert messages_text(messages) == "hi"
+    messages = [{"role": "system", "content": None}, {"role": "user", "content": "hi"},
+                {"role": "user", "content": "   "}, {"role": "user"},
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]
+    assert routing_text(messages) == "hi"
 
 
 def test_content_that_is_neither_string_nor_list_is_invalid_input() -> None:
     with pytest.raises(InvalidInputError) as err:
-        messages_text([{"role": "user", "content": 42}])
+        routing_text([{"role": "user", "content": 42}])
     assert err.value.param == "messages.content"
 
 
-def test_route_messages_routes_the_extracted_text() -> None:
+def test_message_tokens_count_every_role_and_the_chat_template_like_litellm() -> None:
+    import litellm
+
+    messages = [{"role": "system", "content": "You are helpful."},
+                {"role": "user", "content": "What is 2+2?"},
+                {"role": "assistant", "content": "4"},
+                {"role": "user", "content": [{"type": "text", "text": "And 3+3?"}]}]
+    ours = count_message_tokens(messages, cl100k_token_count)
+    assert ours == litellm.token_counter(model="gpt-4", messages=messages)
+    assert ours > sum(cl100k_token_count(t) for t in ("You are helpful.", "What is 2+2?",
+                                                      "4", "And 3+3?"))
+
+
+def test_route_messages_routes_the_question_not_the_system_prompt() -> None:
     spy = _Spy(64)
     router = Router(_checkpoint("hash", 64), spy)
     d = router.route_messages([{"role": "system", "content": "Be exact."},
                                {"role": "user", "content": [{"type": "text", "text": "2+2?"}]}],
                               lambda_=0.5)
     assert d.model in router.models
-    assert spy.seen == ["Be exact.\n\n2+2?"]
+    assert spy.seen == ["2+2?\n\nBe exact."]
 
 
 def test_routing_an_empty_conversation_is_invalid_input() -> None:
@@ -134,7 +192,8 @@ def test_200k_char_prompt_routes_with_the_local_embedder_truncated(onnx_embedder
     assert d.model in ("a", "b")
     assert [len(t) for t in spy.seen] == [2000]
     # Input tokens are counted on the whole prompt (it is sent whole), not the embedded head.
-    assert d.input_tokens == cl100k_token_count(prompt) > 30_000
+    assert d.input_tokens == count_message_tokens([{"role": "user", "content": prompt}],
+                                                  cl100k_token_count) > 30_000
     head = router.route(prompt[:2000], lambda_=0.5, input_tokens=d.input_tokens)
     assert (head.model, head.budget) == (d.model, d.budget)
     assert head.chosen.predicted_quality == pytest.approx(d.chosen.predicted_quality, abs=1e-6)

@@ -179,7 +179,7 @@ def test_policies_file(tmp_path: Path) -> None:
     path.write_text("policies:\n  concise_cot:\n    instruction: Be brief.\n    max_tokens: 300\n")
     pfile = load_policy_file(path)
     pols = build_policies([100, "concise_cot", "answer_only", "unlimited"], pfile)
-    assert pols[0].budget == 100 and pols[0].max_tokens == 100
+    assert pols[0].budget == 100 and pols[0].cap == 100 and pols[0].kind == "budget"
     assert pols[0].instruction == DEFAULT_BUDGET_INSTRUCTION and pols[0].cost_tokens == "predicted"
     assert pols[1].instruction == "Be brief." and pols[1].max_tokens == 300
     assert pols[3].is_unlimited and pols[3].instruction is None

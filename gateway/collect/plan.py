@@ -1,9 +1,9 @@
 """What a collection run will ask: deployments, their prices, the policies and the arms.
 
 Policies are the labels of `--policies` (`10,50,200,unlimited,concise_cot`), built with the
-training code's `build_policies`, so named policies come from the same policies file `r2 train
---policies FILE` reads. A numeric budget is sent with gateway.yaml's `budget_instruction`,
-because that is the template the gateway renders when it serves the checkpoint.
+training code's `build_policies`, so named policies and the numeric budgets' protocol come from
+the same policies file `r2 train --policies FILE` reads; the protocol used is recorded in the
+data's meta, and `r2 train` carries it into the checkpoint the gateway serves.
 """
 
 from __future__ import annotations

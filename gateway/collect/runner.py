@@ -1,8 +1,9 @@
 """The collection engine: ask every pending (question, model, policy) arm and write its row.
 
 Each arm's request is built exactly as the gateway serves a routed request: the question as the
-user message, then `apply_policy` with gateway.yaml's budget instruction and the deployment's
-`max_tokens`, then `Upstream.complete` (LiteLLM). So what is measured is what is served.
+user message, then `apply_policy` with the policy's own instruction, placement and cap rule
+(the protocol `r2 train` stores in the checkpoint) and the deployment's `max_tokens` and cap
+field, then `Upstream.complete` (LiteLLM). So what is measured is what is served.
 
 Scheduling: one queue per deployment drained by `concurrency` workers (arms in question order,
 so an interrupted run leaves whole questions), and a separate limit for judge calls so that a
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from router_core import Policy
+from router_core.text import user_messages
 
 from ..config import Deployment, GatewaySettings
 from ..rewrite import apply_policy
@@ -160,11 +162,11 @@ class Collector:
     def request_body(self, arm: Arm) -> dict[str, Any]:
         """The upstream body for this arm: the gateway's own rewrite of a one-message chat."""
         body: dict[str, Any] = {"model": arm.deployment.name,
-                                "messages": [{"role": "user", "content": arm.question.prompt}]}
+                                "messages": user_messages(arm.question.prompt)}
         if self.options.temperature is not None:
             body["temperature"] = self.options.temperature
-        return apply_policy(body, arm.deployment.name, arm.policy,
-                            self.settings.budget_instruction, arm.deployment.max_tokens)
+        return apply_policy(body, arm.deployment.name, arm.policy, arm.deployment.max_tokens,
+                            arm.deployment.cap_field)
 
     async def _sample(self, arm: Arm) -> Sample:
         answer = await self._call(self.request_body(arm), self.prices[arm.deployment.name])

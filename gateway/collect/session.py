@@ -50,10 +50,11 @@ def collect(settings: GatewaySettings, question_files: Sequence[str | Path], out
     labels = parse_labels(policies)
     resolved, pfile = resolve_policies(labels, policy_file)
     warnings = []
-    if pfile is not None and pfile.budget_instruction != settings.budget_instruction:
-        warnings.append("the policies file's budget_instruction differs from gateway.yaml's; "
-                        "budgets are collected with gateway.yaml's, which is what the gateway "
-                        "serves")
+    override = settings.override_protocol()
+    if override is not None:
+        resolved = tuple(p.with_protocol(override) for p in resolved)
+        warnings.append(f"budget_protocol_override: numeric budgets are collected as "
+                        f"{override.describe()}, as the gateway would serve them")
     questions = load_questions(question_files, limit)
     open_ended = sum(not q.is_multiple_choice for q in questions)
     if open_ended and settings.judge is None:
@@ -65,7 +66,7 @@ def collect(settings: GatewaySettings, question_files: Sequence[str | Path], out
     prices = deployment_prices(settings, dict.fromkeys(priced))
     store = OutcomeStore.open(out)
     try:
-        specs = {str(p.label): policy_spec(p, settings.budget_instruction) for p in resolved}
+        specs = {str(p.label): policy_spec(p) for p in resolved}
         per_million = {name: (price.input_per_million, price.output_per_million)
                        for name, price in prices.items()}
         meta = write_meta(store.path, {d.name: per_million[d.name] for d in deployments},

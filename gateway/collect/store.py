@@ -111,16 +111,19 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
     return row if isinstance(row, dict) else None
 
 
-def policy_spec(policy: Policy, budget_instruction: str) -> dict[str, Any]:
-    """What the gateway sends under `policy`: the rendered instruction and the cap."""
-    return {"instruction": policy.render_instruction(budget_instruction),
-            "max_tokens": policy.cap}
+def policy_spec(policy: Policy) -> dict[str, Any]:
+    """The protocol of `policy` as it was sent: the rendered instruction and the cap, and the
+    template, placement and cap rule `r2 train` carries into the checkpoint."""
+    return {"instruction": policy.render_instruction(), "max_tokens": policy.cap,
+            "kind": policy.kind, "template": policy.instruction, "placement": policy.placement,
+            "cap_rule": policy.cap_rule, "cap_slack": policy.cap_slack}
 
 
 def describe_policy(spec: dict[str, Any]) -> str:
     cap = spec["max_tokens"]
     instruction = spec["instruction"]
-    parts = [f"instruction: {instruction!r}" if instruction else "no instruction",
+    where = " appended to the user turn" if spec.get("placement") == "user_suffix" else ""
+    parts = [f"instruction{where}: {instruction!r}" if instruction else "no instruction",
              f"max_tokens {cap}" if cap else "no max_tokens (the deployment's own)"]
     return "; ".join(parts)
 
@@ -146,7 +149,9 @@ def write_meta(out: Path, prices: dict[str, tuple[float, float]],
     collect = dict(old.get("collect") or {})
     old_specs = collect.get("policies") or {}
     for name, spec in specs.items():
-        if name in old_specs and old_specs[name] != spec:
+        old_spec = old_specs.get(name)
+        # Files collected before the protocol was recorded hold only instruction and max_tokens.
+        if old_spec is not None and any(old_spec[k] != spec.get(k) for k in old_spec):
             raise DataError(f"policy {name!r} was collected with another instruction or "
                             "max_tokens; use a new --out", file=str(path),
                             field=f"collect.policies.{name}")

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from router_core.text import COMPOSITIONS, DEFAULT_COMPOSITION
+
 from .train import add_subset_flags, names
 
 
@@ -29,6 +31,15 @@ def register(subparsers: Any) -> None:
                         "trained with)")
     p.add_argument("--split", default="test", choices=("test", "train"),
                    help="split to evaluate (default test)")
+    p.add_argument("--system-prompt", metavar="FILE",
+                   help="evaluate as if every query came after this system prompt (the data's "
+                        "prompt is the user turn): how the router does on your traffic's shape")
+    p.add_argument("--unbilled-system-prompt", action="store_true",
+                   help="with --system-prompt: leave its input tokens out of predicted and "
+                        "realised cost, so only the routing text differs from a plain eval")
+    p.add_argument("--routing-text", metavar="NAME", choices=sorted(COMPOSITIONS),
+                   help="composition of the routing text to evaluate (default: the gateway's, "
+                        f"{DEFAULT_COMPOSITION})")
     p.add_argument("--cache-dir", metavar="DIR", help="embedding cache directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -42,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         require_matplotlib()  # before the evaluation, not after it
     models, policies = names(args.models, "--models"), names(args.policies, "--policies")
+    system_prompt = _read_system_prompt(args.system_prompt)
     ckpt = load_checkpoint(args.checkpoint)
     cfg = (embedder_config(args.embedder) if args.embedder
            else ckpt.provenance.get("embedder_config") or {"kind": "local"})
@@ -50,10 +62,14 @@ def run(args: argparse.Namespace) -> int:
         ckpt = load_checkpoint(args.checkpoint, expected_embedder=(embedder.id, embedder.dim))
         report = evaluate(args.data, ckpt, embedder, args.point_policy, args.cache_dir,
                           split=args.split, progress=not args.no_progress, models=models,
-                          policies=policies, log=print)
+                          policies=policies, log=print, system_prompt=system_prompt,
+                          composition=args.routing_text,
+                          bill_system_prompt=not args.unbilled_system_prompt)
     finally:
         embedder.close()
     title = ", ".join(Path(d).name.split(".")[0] for d in args.data)
+    if system_prompt:
+        title += f" (system prompt {Path(args.system_prompt).name}, {len(system_prompt)} chars)"
     print(format_table(report, title))
     if args.json:
         out = Path(args.json)
@@ -62,3 +78,17 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot_report(report, args.plot, title)
     return 0
+
+
+def _read_system_prompt(path: str | None) -> str | None:
+    from router_core.training import DataError
+
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read the system prompt: {exc}", file=path) from None
+    if not text.strip():
+        raise DataError("the system prompt file is empty", file=path)
+    return text.strip()

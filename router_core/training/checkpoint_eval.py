@@ -37,7 +37,15 @@ from .evaluate import (
     realised,
     summarise,
 )
-from .trainer import arms_of, checkpoint_arms, policy_masks, predict_arms, prepare
+from .input_tokens import conversation_tokens, with_extra_input
+from .trainer import (
+    INPUT_TOKENS,
+    arms_of,
+    checkpoint_arms,
+    policy_masks,
+    predict_arms,
+    prepare,
+)
 
 BoolArray = npt.NDArray[np.bool_]
 Log = Callable[[str], None]
@@ -95,8 +103,14 @@ def restrict_to_checkpoint(data: OutcomeData, ckpt: Checkpoint, log: Log) -> Out
 def evaluate(paths: Sequence[str | Path], ckpt: Checkpoint, embedder: Embedder,
              point_policy: str | None = None, cache_dir: str | Path | None = None,
              split: str = "test", progress: bool = True, models: Sequence[str] | None = None,
-             policies: Sequence[str] | None = None, log: Log | None = None) -> EvalReport:
-    """Every router on the `split` queries, compared on the queries with every arm."""
+             policies: Sequence[str] | None = None, log: Log | None = None,
+             system_prompt: str | None = None, composition: str | None = None,
+             bill_system_prompt: bool = True) -> EvalReport:
+    """Every router on the `split` queries, compared on the queries with every arm.
+
+    With `system_prompt`, every query is evaluated as if it came after that system prompt
+    (routed on the gateway's routing text of the two turns); its input tokens are billed in
+    predicted and realised cost unless `bill_system_prompt` is false."""
     say: Log = log or (lambda _: None)
     everything = load_outcomes(paths, models, policies)
     say(coverage_table(everything))
@@ -124,7 +138,14 @@ def evaluate(paths: Sequence[str | Path], ckpt: Checkpoint, embedder: Embedder,
                         f"{sparsest_arms(data)}", field="split",
                         fix="leave sparse arms out with --models/--policies")
     needed = common | np.any(np.stack(list(own.values())), axis=0)
-    prep = prepare(data.subset(needed), embedder, cache_dir, progress)
+    prep = prepare(data.subset(needed), embedder, cache_dir, progress, system_prompt, composition)
+    if system_prompt and not bill_system_prompt:
+        # Isolate the routing text: costs as if the system prompt were free.
+        prep.input_tokens = conversation_tokens(prep.data.prompts, None, INPUT_TOKENS)
+    elif system_prompt:
+        # The system prompt is billed too: realised costs include its input tokens.
+        prep.data = with_extra_input(prep.data, prep.input_tokens - conversation_tokens(
+            prep.data.prompts, None, INPUT_TOKENS))
     q, c = predict_arms(ckpt, prep.data, prep.embeddings, prep.input_tokens)
     arms = arms_of(prep.data)
     in_common = common[needed]
@@ -140,6 +161,8 @@ def evaluate(paths: Sequence[str | Path], ckpt: Checkpoint, embedder: Embedder,
     at = int(np.argmin(np.abs(np.asarray(r2.lambdas) - lam)))
     report.info = {
         "split": split, "queries": int(common.sum()), "common_queries": int(common.sum()),
+        "system_prompt_chars": len(system_prompt or ""), "routing_text": composition,
+        "system_prompt_billed": bool(system_prompt) and bill_system_prompt,
         "judged_queries": judged,
         "queries_missing_arms": int((~common).sum()),
         "rows_without_score": everything.unscored_rows, "point_policy": point,

@@ -11,6 +11,7 @@ so are MLP heads (a blend of two MLPs is not an MLP of the same shape).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -61,8 +62,12 @@ def interpolate_budgets(heads: FittedHeads, policies: Sequence[Policy], budgets:
         obs = heads.arrays["arm_observed"]
         arrays["arm_observed"] = np.minimum(obs[:, lo], obs[:, hi]).astype(np.float32)
     by_budget = {p.budget: p for p in policies if p.budget is not None}
-    new_policies = [by_budget.get(b) or budget_policy(b, instruction, cost_tokens="predicted")
-                    for b, _ in budget_cols]
+    # New budgets are served like the trained ones (same instruction, placement, cap rule).
+    like = next(iter(by_budget.values()), None)
+    new_policies = [by_budget.get(b) or (
+        replace(budget_policy(b, cost_tokens=like.cost_tokens, protocol=like.protocol),
+                input_overhead_tokens=like.input_overhead_tokens) if like is not None
+        else budget_policy(b, instruction, cost_tokens="predicted")) for b, _ in budget_cols]
     info = dict(heads.info, interpolated_budgets=[b for b, _ in added])
     result = FittedHeads(heads.kind, dict(heads.options), arrays, info)
     return result, (*new_policies, *(p for _, p in other))

@@ -21,14 +21,16 @@ import numpy.typing as npt
 from ..checkpoint import Checkpoint, EmbedderSpec, ModelSpec, save_checkpoint
 from ..embedders import Embedder, make_embedder
 from ..policies import DEFAULT_BUDGET_INSTRUCTION, Policy
+from ..router import policy_input_tokens
 from ..scoring import Scorer
-from ..text import token_counter
+from ..text import routing_text, user_messages
 from ..tradeoff import calibrate
 from .coverage import DEFAULT_MIN_ARM_ROWS, coverage_table, drop_sparse_arms, sparsest_arms
 from .dataset import OutcomeData, load_outcomes
 from .embed_cache import EmbeddingCache, default_cache_dir, embed_texts
 from .errors import DataError
 from .evaluate import Arms, r2_audc
+from .input_tokens import compare_input_tokens, conversation_tokens, fit_input_overhead
 from .interpolate import interpolate_budgets
 from .policyfile import (
     PolicyFile,
@@ -67,12 +69,16 @@ class Prepared:
 
 
 def prepare(data: OutcomeData, embedder: Embedder, cache_dir: str | Path | None,
-            progress: bool = True) -> Prepared:
-    """Embed the prompts of `data` (through the cache) and count their input tokens."""
+            progress: bool = True, system_prompt: str | None = None,
+            composition: str | None = None) -> Prepared:
+    """Embed the routing text of each prompt (the user turn, after `system_prompt` if given)
+    through the cache, and count the conversation's input tokens as the gateway does."""
     cache = EmbeddingCache(cache_dir or default_cache_dir(), embedder.id, embedder.dim)
-    emb = embed_texts(embedder, data.prompts, cache, progress=progress).astype(np.float64)
-    count = token_counter(INPUT_TOKENS)
-    tokens = np.array([count(p) for p in data.prompts], dtype=np.float64)
+    extra = {} if composition is None else {"composition": composition}
+    texts = [routing_text(user_messages(p, system_prompt), embedder.max_chars, **extra)
+             for p in data.prompts]
+    emb = embed_texts(embedder, texts, cache, progress=progress).astype(np.float64)
+    tokens = conversation_tokens(data.prompts, system_prompt, INPUT_TOKENS)
     return Prepared(data, emb, tokens)
 
 
@@ -109,7 +115,8 @@ def predict_arms(ckpt: Checkpoint, data: OutcomeData, embeddings: F64,
                             fix="restrict with --models/--policies to the checkpoint's arms")
         cells.append((models[m], labels[p]))
     mi, pj = (np.array(v, dtype=np.intp) for v in zip(*cells, strict=True))
-    scores = Scorer(ckpt).predict(embeddings, input_tokens)
+    scores = Scorer(ckpt, policy_input_tokens(ckpt, ckpt.input_tokens)).predict(embeddings,
+                                                                                input_tokens)
     q, c = scores.quality[:, mi, pj], scores.cost[:, mi, pj]
     have = checkpoint_arms(ckpt)
     missing = [k for k, (i, j) in enumerate(zip(mi, pj, strict=True))
@@ -262,7 +269,9 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
         embedder.close()
     pfile = with_collected(pfile, data.collected_policies,
                            file=", ".join(str(meta_path(Path(p))) for p in paths))
-    specs = build_policies(data.policies, pfile)
+    specs = fit_input_overhead(build_policies(data.policies, pfile), data,
+                               train_prep.input_tokens, INPUT_TOKENS)
+    token_fit = compare_input_tokens(specs, data, train_prep.input_tokens, INPUT_TOKENS)
     spec = EmbedderSpec(embedder.id, embedder.dim, embedder.normalized)
     choice = choose_variant(variant, train_prep, specs, spec, folds, log, progress)
     log(f"variant: {choice.variant.name}")
@@ -282,6 +291,7 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
         "min_arm_rows": min_arm_rows, "embedder_config": dict(embedder_cfg),
         "prices": {m: data.price_source[m] for m in data.models}, **heads.info,
         "policies_file": Path(pfile.path).name if pfile and pfile.path else None,
+        "input_tokens_fit": token_fit.to_json(),
     }
     ckpt = make_checkpoint(heads, data, specs, spec, name or Path(out).name, provenance)
     ckpt.tradeoff = calibrate(Scorer(ckpt), train_prep.embeddings, train_prep.input_tokens,
