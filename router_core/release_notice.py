@@ -89,7 +89,17 @@ Serve it with `gateway.yaml` (it points here) and an embedder serving {embedder}
   ```
 
   The same record, with the sha256 of every original file below, is in `manifest.json` under
-  `provenance`.
+  `provenance`. Numeric budgets are served with the protocol recorded there
+  (`provenance.protocol`, default `r2bench`: the instruction the release's benchmark data was
+  collected with, appended to the user turn, `max_tokens = N + 10`; `--protocol generate` for
+  its `generate()` system message without a cap).
+- Then calibrated for `x-r2-tradeoff` / `default_tradeoff` on the release's 300 parity
+  embeddings (the manifest's `tradeoff` table):
+
+  ```bash
+  r2 calibrate --checkpoint checkpoints/r2-release \
+    --embeddings tests/data/parity_embeddings.npy --input-tokens tests/data/parity_cases.jsonl
+  ```
 
 | original file | sha256 |
 | --- | --- |
