@@ -51,9 +51,6 @@ def plot_report(report: EvalReport, out: str | Path, title: str = "") -> Path:
     if points:  # where x-r2-tradeoff 0, 0.25, ... lands (realised cost and quality)
         ax.scatter([p["cost"] for p in points], [p["quality"] for p in points],
                    color=STYLES["r2"][0], marker="D", s=30, zorder=4, label="r2 x-r2-tradeoff")
-        for p in points:
-            ax.annotate(f"t={p['tradeoff']:g}", (p["cost"], p["quality"]), fontsize=7,
-                        color=STYLES["r2"][0], xytext=(-4, 6), textcoords="offset points")
     arms = report.arms
     ax.scatter(arms.mean_cost, arms.mean_quality, color="black", s=18, zorder=3,
                label="single arms")
@@ -68,7 +65,11 @@ def plot_report(report: EvalReport, out: str | Path, title: str = "") -> Path:
     # Outside the axes, so that it never covers a point or a curve.
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
-    _label_arms(fig, ax, arms.labels, arms.mean_cost, arms.mean_quality)
+    # Arm and trade-off labels are laid out together, so that none overlaps another.
+    _label_arms(fig, ax, [*arms.labels, *(f"t={p['tradeoff']:g}" for p in points)],
+                [*arms.mean_cost, *(p["cost"] for p in points)],
+                [*arms.mean_quality, *(p["quality"] for p in points)],
+                colors=["black"] * len(arms.labels) + [STYLES["r2"][0]] * len(points))
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -77,7 +78,7 @@ def plot_report(report: EvalReport, out: str | Path, title: str = "") -> Path:
 
 
 def _label_arms(fig: Any, ax: Any, labels: list[str], xs: Any, ys: Any,
-                fontsize: float = 7.0) -> None:
+                fontsize: float = 7.0, colors: list[str] | None = None) -> None:
     """Arm labels beside their points, none overlapping another label or a point, all inside
     the axes.
 
@@ -121,6 +122,7 @@ def _label_arms(fig: Any, ax: Any, labels: list[str], xs: Any, ys: Any,
         anchor = (cand[0], py + dy) if side > 0 else (cand[2], py + dy)
         ax.annotate(labels[k], xy=tuple(to_data((px, py))), xytext=tuple(to_data(anchor)),
                     textcoords="data", fontsize=fontsize, va="center",
+                    color=colors[k] if colors else "black",
                     ha="left" if side > 0 else "right",
                     arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5}
                     if abs(dy) > 0 else None, annotation_clip=False)
