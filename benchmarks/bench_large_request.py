@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadenv import free_port, placement, serve_standin, start, write_config  # noqa: E402
+from loadenv import free_port, placement, serve_standin, start, stop_all, write_config  # noqa: E402
 
 HOST = "127.0.0.1"
 SMALL = {"model": "r2-auto", "messages": [{"role": "user", "content": "What is 2+2?"}]}
@@ -189,12 +188,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         report["embedder"] = embedder
         return report
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
 
 
 def main(argv: list[str] | None = None) -> int:

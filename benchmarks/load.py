@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from loadenv import (
     serve_standin,
     set_upstream_delay,
     start,
+    stop_all,
     write_config,
 )
 
@@ -186,12 +186,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         report["loadavg_after"] = os.getloadavg()[0]
         return report
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
 
 
 def main(argv: list[str] | None = None) -> int:

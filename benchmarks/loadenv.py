@@ -8,6 +8,7 @@ costs the same as a trained one's, and the embedder is the real one unless `hash
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -139,3 +140,13 @@ def start(cmd: list[str], ready_url: str, cpus: set[int] | None = None,
         time.sleep(0.2)
     proc.kill()
     raise SystemExit(f"{cmd[:4]} did not become ready")
+
+
+def stop_all(procs: list[subprocess.Popen[Any]]) -> None:
+    """Interrupt every process (as Ctrl-C would), then kill what has not ended in 10 s."""
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -92,3 +92,18 @@ def gateway_settings(ckpt: Path, base_url: str, models: tuple[str, ...] = ("stro
                          "timeout_s": timeout_s} for n in models],
         "server": server,
     }
+
+
+def run_cli(*argv: str) -> int:
+    """`r2 train` / `r2 eval` run in process, with the CLI's own argument parsing."""
+    import argparse
+
+    from gateway.commands import eval as eval_cmd
+    from gateway.commands import train as train_cmd
+
+    parser = argparse.ArgumentParser(prog="r2")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train_cmd.register(sub)
+    eval_cmd.register(sub)
+    args = parser.parse_args(list(argv))
+    return int(args.func(args))

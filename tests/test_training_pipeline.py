@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
-from gateway.commands import eval as eval_cmd
-from gateway.commands import train as train_cmd
 from router_core import Scorer, load_checkpoint
 from router_core.training import VARIANTS, DataError, Variant, fit_variant
 from router_core.training.interpolate import interpolate_budgets
@@ -20,14 +18,7 @@ from router_core.training.policyfile import build_policies
 from router_core.training.synthetic import synthetic_meta, synthetic_rows, write_outcomes
 from router_core.training.variants import applicable, quality_falls
 
-
-def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="r2")
-    sub = parser.add_subparsers(dest="command", required=True)
-    train_cmd.register(sub)
-    eval_cmd.register(sub)
-    args = parser.parse_args(list(argv))
-    return int(args.func(args))
+run = run_cli
 
 
 @pytest.fixture()

@@ -8,7 +8,6 @@ them on the common set.
 
 from __future__ import annotations
 
-import argparse
 import builtins
 import json
 from pathlib import Path
@@ -16,9 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
-from gateway.commands import eval as eval_cmd
-from gateway.commands import train as train_cmd
 from router_core import Scorer, load_checkpoint
 from router_core.training import DataError
 from router_core.training.synthetic import synthetic_meta, synthetic_rows, write_outcomes
@@ -26,13 +24,7 @@ from router_core.training.synthetic import synthetic_meta, synthetic_rows, write
 MODELS = ("small", "medium", "large")
 
 
-def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="r2")
-    sub = parser.add_subparsers(dest="command", required=True)
-    train_cmd.register(sub)
-    eval_cmd.register(sub)
-    args = parser.parse_args(list(argv))
-    return int(args.func(args))
+run = run_cli
 
 
 def train(data: Path, out: Path, cache: Path, *extra: str) -> int:
