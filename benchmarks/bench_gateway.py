@@ -16,7 +16,14 @@ p50/p99 its callers saw. Scenarios:
 - `gateway-named`: HTTP to `r2 serve` naming a deployment (no routing): the HTTP hop and LiteLLM.
 - `gateway-hash`: the same server with model `r2-auto` and the hash (stub) embedder: HTTP,
   micro-batched embedding, the routing decision, the rewrite and LiteLLM.
-- `gateway-local`: the same with the real local embedder (all-MiniLM-L6-v2 int8, ONNX).
+- `gateway-local`: the same with the real local embedder (all-MiniLM-L6-v2 int8, ONNX), its
+  ONNX Runtime threads set to every CPU the gateway may use (the default before the serving rule).
+- `gateway-local-serving`: the same with `threads` unset, so the serving rule applies (one CPU
+  fewer than the gateway may use, at least one; `router_core.embedders.serving_config`).
+- `gateway-local-cache`: `gateway-local-serving` with the embedding cache on. The twelve prompts
+  repeat, so after the first round every routing text is a hit: the cache's ceiling, not a
+  typical hit rate. Every other gateway runs with `embed_cache_size: 0`, so they measure the
+  embedder on every request as before the cache.
 
 Every scenario runs in its own process (LiteLLM's configuration is process-global). The process
 that talks to the provider (the HTTP client, the LiteLLM caller or the gateway) is pinned to the
@@ -73,7 +80,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ("direct", "litellm-default", "litellm-gateway-cfg", "gateway-named", "gateway-hash",
-             "gateway-local")
+             "gateway-local", "gateway-local-serving", "gateway-local-cache")
+#: The gateways behind the scenarios (`gateway-named` is served by `gateway-hash`'s).
+GATEWAYS = ("hash", "local", "local-serving", "local-cache")
 SECTIONS = ("load", "batcher", "profile")
 MODELS = ("large", "medium", "small")
 REQUEST_TIMEOUT_S = 30.0
@@ -180,7 +189,7 @@ def serve_standin(port: int) -> None:
 
 
 def write_gateway_config(work: Path, name: str, upstream_port: int, embedder: dict[str, Any],
-                         window_ms: float | None = None) -> Path:
+                         window_ms: float | None = None, cache_size: int = 0) -> Path:
     """A three-model checkpoint with random linear heads for `embedder`, and its gateway.yaml."""
     from loadenv import write_checkpoint
 
@@ -189,7 +198,8 @@ def write_gateway_config(work: Path, name: str, upstream_port: int, embedder: di
         "checkpoint": str(work / f"ckpt-{name}"), "embedder": embedder, "default_lambda": 0.5,
         "deployments": [{"name": n, "model": f"openai/up-{n}",
                          "api_base": f"http://127.0.0.1:{upstream_port}/v1"} for n in MODELS],
-        "server": {"max_concurrency": 256, "request_timeout_s": REQUEST_TIMEOUT_S},
+        "server": {"max_concurrency": 256, "request_timeout_s": REQUEST_TIMEOUT_S,
+                   "embed_cache_size": cache_size},
     }
     if window_ms is not None:
         config["server"]["embed_batch_window_ms"] = window_ms
@@ -245,7 +255,7 @@ def gateway_upstream(config: str) -> Any:
 
 
 def make_sender(scenario: str, target: str, stack: list[Any]) -> Send:
-    if scenario in ("direct", "gateway-named", "gateway-hash", "gateway-local"):
+    if scenario == "direct" or scenario.startswith("gateway-"):
         # The lean keep-alive client from httpload.py, one connection per worker: httpx's pool
         # costs O(connections) per request (about 6 ms of CPU a request at 64 connections,
         # measured with py-spy), so at high concurrency it measured itself and, sharing a core
@@ -256,7 +266,7 @@ def make_sender(scenario: str, target: str, stack: list[Any]) -> Send:
         host, port = url.hostname or "127.0.0.1", url.port or 80
         idle: list[Conn] = []
         stack.append(idle)
-        routed = scenario in ("gateway-hash", "gateway-local")
+        routed = scenario not in ("direct", "gateway-named")
         model = {"direct": "up-large", "gateway-named": "large"}.get(scenario, "r2-auto")
         path = "/v1/chat/completions"
 
@@ -473,11 +483,11 @@ def run_client(args: list[str], cpus: set[int] | None, log: Path, timeout: float
 
 
 def print_load(rows: list[dict[str, Any]]) -> None:
-    print(f"\n{'scenario':20} {'conc':>4} {'req/s':>7} {'(min-max)':>15} {'p50 ms':>7} "
+    print(f"\n{'scenario':21} {'conc':>4} {'req/s':>7} {'(min-max)':>15} {'p50 ms':>7} "
           f"{'p99 ms':>7} {'SUT cpu ms/req':>14} {'ok':>6} {'err':>4}")
     for r in rows:
         spread = f"({r['rps_min']:.0f}-{r['rps_max']:.0f})"
-        print(f"{r['scenario']:20} {r['concurrency']:>4} {r['rps']:>7.1f} {spread:>15} "
+        print(f"{r['scenario']:21} {r['concurrency']:>4} {r['rps']:>7.1f} {spread:>15} "
               f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['cpu_ms']:>14.2f} {r['ok']:>6} "
               f"{r['errors']:>4}")
     by = {(r["scenario"], r["concurrency"]): r for r in rows}
@@ -485,11 +495,19 @@ def print_load(rows: list[dict[str, Any]]) -> None:
     print(f"\nagainst {base}, bare LiteLLM configured as the gateway configures it (targets for "
           "gateway-hash:\nthroughput x0.80 or more, p50 at most +3 ms at concurrency 1); "
           "cpu: CPU per request of the process under test")
-    for scenario in ("litellm-default", "gateway-named", "gateway-hash", "gateway-local"):
+    for scenario in SCENARIOS[3:]:
         for c in sorted({r["concurrency"] for r in rows}):
             a, b = by.get((scenario, c)), by.get((base, c))
             if a and b:
-                print(f"  {scenario:20} c={c:<3} throughput x{a['rps'] / b['rps']:.2f}   "
+                print(f"  {scenario:21} c={c:<3} throughput x{a['rps'] / b['rps']:.2f}   "
+                      f"p50 {a['p50_ms'] - b['p50_ms']:+7.2f} ms   "
+                      f"cpu x{a['cpu_ms'] / b['cpu_ms']:.2f}")
+    print("\nagainst gateway-local (ONNX Runtime threads = every CPU the gateway may use)")
+    for scenario in ("gateway-local-serving", "gateway-local-cache"):
+        for c in sorted({r["concurrency"] for r in rows}):
+            a, b = by.get((scenario, c)), by.get(("gateway-local", c))
+            if a and b:
+                print(f"  {scenario:21} c={c:<3} throughput x{a['rps'] / b['rps']:.2f}   "
                       f"p50 {a['p50_ms'] - b['p50_ms']:+7.2f} ms   "
                       f"cpu x{a['cpu_ms'] / b['cpu_ms']:.2f}")
 
@@ -555,13 +573,17 @@ def start_servers(work: Path, scenarios: list[str], harness: set[int] | None,
     upstream = f"http://127.0.0.1:{up_port}"
     threads = len(sut) if sut else len(os.sched_getaffinity(0))
     embedders = {"hash": {"kind": "hash", "dim": 384},
-                 "local": {"kind": "local", "threads": threads}}
+                 "local": {"kind": "local", "threads": threads},
+                 "local-serving": {"kind": "local"}, "local-cache": {"kind": "local"}}
     targets = {"direct": upstream, "litellm-default": f"{upstream}/v1"}
-    for kind, embedder in embedders.items():
-        config = write_gateway_config(work, kind, up_port, embedder, window_ms)
+    for kind in GATEWAYS:
+        wanted = {f"gateway-{kind}"} | ({"gateway-named"} if kind == "hash" else set())
+        if kind != "hash" and not wanted & set(scenarios):
+            continue
+        config = write_gateway_config(work, kind, up_port, embedders[kind], window_ms,
+                                      cache_size=4096 if kind == "local-cache" else 0)
         if kind == "hash":
             targets["litellm-gateway-cfg"] = str(config)
-        wanted = {f"gateway-{kind}"} | ({"gateway-named"} if kind == "hash" else set())
         if not wanted & set(scenarios):
             continue
         port = free_port()

@@ -83,6 +83,8 @@ class ServerSettings(_Strict):
     embed_batch_window_ms: float = Field(default=2.0, ge=0)
     embed_max_batch: int = Field(default=32, gt=0)
     embed_timeout_s: float = Field(default=10.0, gt=0)
+    #: Routing-text embeddings remembered (an LRU keyed by the text's hash); 0 disables it.
+    embed_cache_size: int = Field(default=4096, ge=0)
     cooldown: CooldownSettings = Field(default_factory=CooldownSettings)
     log_prompts: bool = False
     # Transport limits (docs/reliability.md): what one client or upstream can hold.

@@ -19,6 +19,7 @@ TOKEN_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 2000, 4000, 8000, 16000)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
+    from .embed_cache import EmbeddingCache
     from .pacing import Pacer
 
 
@@ -36,6 +37,11 @@ class Metrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.embed_batch = Histogram("r2_embedding_batch_size", "Texts per embedding batch",
                                      buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        self.embed_cache_hits = Counter(
+            "r2_embed_cache_hits_total", "Routing texts whose embedding came from the cache "
+            "(stored, or joined one in flight)", registry=r)
+        self.embed_cache_misses = Counter("r2_embed_cache_misses_total",
+                                          "Routing texts the embedder had to embed", registry=r)
         self.upstream_seconds = Histogram("r2_upstream_seconds", "Upstream call time",
                                           ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.upstream_errors = Counter("r2_upstream_errors_total",
@@ -68,6 +74,14 @@ class Metrics:
         Gauge("r2_pacing_target_unreachable", "1: over target at the cheapest bound; -1: "
               "under target at the dearest bound; 0: tracking", registry=r).set_function(
             lambda: pacer.unreachable)
+
+    def add_embed_cache(self, cache: EmbeddingCache) -> None:
+        """Embedding-cache gauges, read from the cache at scrape time."""
+        r = self.registry
+        Gauge("r2_embed_cache_entries", "Embeddings held by the cache",
+              registry=r).set_function(lambda: len(cache))
+        Gauge("r2_embed_cache_hit_ratio", "Hits over lookups since start-up",
+              registry=r).set_function(cache.hit_ratio)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

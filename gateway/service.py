@@ -4,10 +4,11 @@
 LiteLLM upstream, the metrics and the admission counter. Building it fails fast with a clear
 error when the checkpoint, the embedder or the deployments do not fit together.
 
-Routing a request: the routing text (`text.routing_text`) is embedded by the micro-batcher
-while its input tokens are counted per deployment tokenizer (`tokens.InputTokenCounter`); both
-run off the event loop for large requests, and scoring runs off the loop for MLP heads (the
-linear heads' one GEMV costs less than the hop to a thread).
+Routing a request: the routing text (`text.routing_text`) is embedded through the embedding
+cache (`embed_cache.py`) and, on a miss, the micro-batcher, while its input tokens are counted
+per deployment tokenizer (`tokens.InputTokenCounter`); both run off the event loop for large
+requests, and scoring runs off the loop for MLP heads (the linear heads' one GEMV costs less
+than the hop to a thread).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from router_core import (
     make_embedder,
 )
 from router_core.checkpoint import MANIFEST, sha256_file
+from router_core.embedders import serving_config
 from router_core.router import policy_input_tokens
 from router_core.text import routing_text
 from router_core.tradeoff import Knob
@@ -41,6 +43,7 @@ from router_core.tradeoff import Knob
 from . import redaction
 from .batching import MicroBatcher
 from .config import ConfigError, GatewaySettings
+from .embed_cache import EmbeddingCache
 from .errors import APIError, bad_request
 from .metrics import Metrics
 from .pacing import Pacer, default_knob, make_pacer
@@ -127,7 +130,8 @@ def _size(messages: list[dict[str, Any]]) -> int:
 class Service:
     def __init__(self, settings: GatewaySettings, embedder: Embedder | None = None) -> None:
         self.settings = settings
-        self.embedder = embedder if embedder is not None else make_embedder(settings.embedder)
+        self.embedder = embedder if embedder is not None else make_embedder(
+            serving_config(settings.embedder))
         _check_pin(settings)
         ckpt = load_checkpoint(settings.checkpoint,
                                expected_embedder=(self.embedder.id, self.embedder.dim))
@@ -153,6 +157,10 @@ class Service:
         self.batcher = MicroBatcher(self.embedder, srv.embed_batch_window_ms / 1000,
                                     srv.embed_max_batch, srv.embed_timeout_s,
                                     observe=self._observe_embed)
+        #: What routing embeds through: warm-up and readiness go to the batcher itself.
+        self.embed_cache = EmbeddingCache(self.batcher.embed, srv.embed_cache_size,
+                                          observe=self._observe_cache)
+        self.metrics.add_embed_cache(self.embed_cache)
         self.in_flight = 0
         self.deployment_names = [d.name for d in settings.deployments]
         # Looked up on every request: built once.
@@ -173,6 +181,9 @@ class Service:
     def _observe_embed(self, seconds: float, size: int) -> None:
         self.metrics.embed_seconds.observe(seconds)
         self.metrics.embed_batch.observe(size)
+
+    def _observe_cache(self, hit: bool) -> None:
+        (self.metrics.embed_cache_hits if hit else self.metrics.embed_cache_misses).inc()
 
     async def start(self) -> None:
         self._unredact = redaction.install(self.secrets)
@@ -224,9 +235,9 @@ class Service:
         loop = asyncio.get_running_loop()
         if _size(messages) > OFFLOAD_CHARS:
             counting = loop.run_in_executor(self._cpu, self.token_counter.count, messages)
-            embedding, tokens = await asyncio.gather(self.batcher.embed(text), counting)
+            embedding, tokens = await asyncio.gather(self.embed_cache.embed(text), counting)
         else:
-            embedding = await self.batcher.embed(text)
+            embedding = await self.embed_cache.embed(text)
             tokens = self.token_counter.count(messages)
         args = (embedding, tokens, headers, client_cap, exclude, outputs)
         if self.checkpoint.head_kind == "linear":

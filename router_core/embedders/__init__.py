@@ -18,7 +18,7 @@ from .base import Embedder, EmbeddingArray, describe
 from .hashing import HashEmbedder
 
 __all__ = ["Embedder", "EmbeddingArray", "HashEmbedder", "check_options", "describe",
-           "make_embedder"]
+           "make_embedder", "serving_config"]
 
 KINDS = ("hash", "local", "local-st", "remote", "vllm")
 
@@ -59,6 +59,17 @@ def check_options(config: Mapping[str, Any] | None) -> None:
             raise InvalidInputError(
                 f"unknown option {key!r} for this embedder kind; expected one of "
                 f"{sorted(k for k in params if k != 'self')}", param=f"embedder.{key}")
+
+
+def serving_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`config` as a serving gateway builds it: the local embedder's ONNX Runtime threads, when
+    not set, sized by `local_onnx.serving_threads` (one CPU fewer than the process may use)."""
+    cfg = dict(config or {})
+    if cfg.get("kind", "local") == "local" and cfg.get("threads") is None:
+        from .local_onnx import serving_threads
+
+        cfg["threads"] = serving_threads()
+    return cfg
 
 
 def make_embedder(config: Mapping[str, Any] | None = None) -> Embedder:

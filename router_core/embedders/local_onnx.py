@@ -39,6 +39,19 @@ def _tokenizer_file() -> Path:
     return Path(__file__).parent / "data" / "all-MiniLM-L6-v2.tokenizer.json.gz"
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (affinity, cpusets), not the machine's."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def serving_threads(cpus: int | None = None) -> int:
+    """ONNX Runtime intra-op threads for a serving gateway: one CPU fewer than the process may
+    use (at least one), leaving a CPU to the event loop and LiteLLM, which run on every request
+    too. A session with one thread per CPU competed with them: ~190% CPU at concurrency 1 on two
+    CPUs. Offline work (training, eval) keeps the embedder's default of every CPU."""
+    return max(1, (available_cpus() if cpus is None else cpus) - 1)
+
+
 def mean_pool_normalize(hidden: npt.NDArray[np.float32],
                         mask: npt.NDArray[np.int64]) -> EmbeddingArray:
     """Mean of `hidden[b, t, :]` over tokens with `mask[b, t] == 1`, then unit L2 norm."""
@@ -64,7 +77,7 @@ class OnnxMiniLMEmbedder:
         self.batch_size = batch_size
         # CPUs this process may use (affinity, cpusets), not the machine's: a pinned gateway
         # with a pool sized to the whole machine spends its time contending.
-        self.threads = threads if threads is not None else max(1, len(os.sched_getaffinity(0)))
+        self.threads = threads if threads is not None else available_cpus()
         self._session: Any = None
         self._tokenizer: Any = None
         self._token_type_ids = False
