@@ -7,16 +7,18 @@ rendered back as a `text_completion` object, or `text_completion` chunks when st
 
 Fields the chat form cannot carry are refused with a 400 naming them, never dropped: `echo`,
 `suffix`, `best_of` above 1, `logprobs`, and a prompt of token ids. A list of prompts is
-accepted with one prompt in it: each prompt is routed on its own, so several go as several
-requests.
+answered as OpenAI does (choice `index` = prompt * n + answer), each prompt routed on its own,
+one after the other; the `x-r2-*` headers then list one value per prompt, comma-separated. A
+stream takes one prompt.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from .chat import Codec, handle_chat
 from .errors import bad_request
@@ -32,29 +34,37 @@ UNSUPPORTED = {"echo": (None, False), "suffix": (None, ""), "best_of": (None, 1)
                "logprobs": (None,)}
 
 
-def prompt_text(body: dict[str, Any]) -> str:
-    """The one prompt of a legacy request, or a 400 naming what is wrong with it."""
+#: Prompts in one request (each is a routed upstream call, made one after the other).
+MAX_PROMPTS = 16
+
+
+def prompts(body: dict[str, Any]) -> list[str]:
+    """The prompts of a legacy request, or a 400 naming what is wrong with them."""
     prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
     if isinstance(prompt, str):
-        if not prompt.strip():
-            raise bad_request("'prompt' must not be empty", "prompt", "empty_content")
-        return prompt
+        prompt = [prompt]
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        raise bad_request("send one prompt per request: each prompt is routed on its own",
-                          "prompt", "too_many_prompts")
+        for i, text in enumerate(prompt):
+            if not text.strip():
+                where = "prompt" if isinstance(body["prompt"], str) else f"prompt[{i}]"
+                raise bad_request("a prompt must not be empty", where, "empty_content")
+        if len(prompt) > MAX_PROMPTS:
+            raise bad_request(f"at most {MAX_PROMPTS} prompts per request", "prompt",
+                              "too_many_prompts")
+        if len(prompt) > 1 and body.get("stream"):
+            raise bad_request("a stream takes one prompt", "prompt", "too_many_prompts")
+        return prompt
     if isinstance(prompt, list) and prompt and all(
             isinstance(p, int) and not isinstance(p, bool)
             or isinstance(p, list) for p in prompt):
         raise bad_request("prompts of token ids are not supported: send the prompt as text",
                           "prompt", "unsupported_prompt")
-    raise bad_request("'prompt' is required and must be a string or a list of one string",
-                      "prompt", "invalid_type")
+    raise bad_request("'prompt' is required and must be a string or a non-empty list of "
+                      "strings", "prompt", "invalid_type")
 
 
-def to_chat(body: dict[str, Any]) -> dict[str, Any]:
-    """The chat request a legacy completion request stands for (validated as chat is)."""
+def to_chat(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chat requests (one per prompt) a legacy request stands for, validated as chat is."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("'model' is required and must be a string", "model", "invalid_type")
@@ -68,9 +78,12 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
     if unknown:  # passed on to the provider untouched, as the chat path does
         chat["extra_body"] = {**(chat.get("extra_body") or {}),
                               **{k: body[k] for k in unknown}}
-    chat["messages"] = [{"role": "user", "content": prompt_text(body)}]
-    validate_chat_body(chat)
-    return chat
+    out = []
+    for text in prompts(body):
+        chat["messages"] = [{"role": "user", "content": text}]
+        validate_chat_body(chat)
+        out.append(dict(chat))
+    return out
 
 
 def _choice(choice: dict[str, Any], delta: bool) -> dict[str, Any]:
@@ -102,4 +115,28 @@ def parse_completion_request(body: dict[str, Any]) -> None:
 
 
 async def handle_completions(request: Request, body: dict[str, Any], svc: Service) -> Response:
-    return await handle_chat(request, to_chat(body), svc, COMPLETIONS)
+    bodies = to_chat(body)
+    if len(bodies) == 1:
+        return await handle_chat(request, bodies[0], svc, COMPLETIONS)
+    answers = [await handle_chat(request, b, svc, COMPLETIONS) for b in bodies]
+    return _merge(answers, bodies[0].get("n") or 1)
+
+
+def _merge(answers: list[Response], n: int) -> Response:
+    """One `text_completion` for several prompts: choices renumbered, usage summed, each
+    `x-r2-*` header one value per prompt."""
+    parts = [json.loads(bytes(a.body)) for a in answers]
+    merged = {**parts[0], "choices": []}
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    for i, part in enumerate(parts):
+        for choice in part.get("choices") or []:
+            merged["choices"].append({**choice, "index": i * n + int(choice.get("index") or 0)})
+        for key in usage:
+            usage[key] += int((part.get("usage") or {}).get(key) or 0)
+    merged["usage"] = usage
+    if len({p.get("model") for p in parts}) > 1:  # routed apart: each is in `x-r2-model`
+        merged["model"] = "r2-auto"
+    headers = {k: ", ".join(a.headers.get(k, "-") for a in answers)
+               for k in answers[0].headers if k.startswith("x-r2-")}
+    headers["x-request-id"] = answers[0].headers["x-request-id"]
+    return JSONResponse(merged, headers=headers)

@@ -84,10 +84,29 @@ def test_completion_named_deployment_is_proxied(gw: Any, standin: Any) -> None:
         "Hello from the stand-in."
 
 
+def test_completion_list_of_prompts_each_routed(gw: Any, standin: Any) -> None:
+    raw = gw.client().completions.with_raw_response.create(
+        model="r2-auto", prompt=["First question?", "Second question?"], n=1,
+        extra_headers={"x-r2-lambda": "0", "x-r2-models": "weak"})
+    done = raw.parse()
+    users = [r["body"]["messages"][-1]["content"] for r in standin.received]
+    assert users == ["First question?", "Second question?"]
+    assert all(r["body"]["max_tokens"] == 10 for r in standin.received)
+    assert [c.index for c in done.choices] == [0, 1]
+    assert done.usage is not None and done.usage.completion_tokens == 8
+    assert raw.headers["x-r2-model"] == "weak, weak"
+    assert raw.headers["x-r2-budget"] == "10, 10"
+
+
 @pytest.mark.parametrize(("kwargs", "status", "param"), [
     ({"model": "r2-auto", "prompt": [1, 2, 3]}, 400, "prompt"),
-    ({"model": "r2-auto", "prompt": ["a", "b"]}, 400, "prompt"),
+    ({"model": "r2-auto", "prompt": [[1, 2], [3]]}, 400, "prompt"),
+    ({"model": "r2-auto", "prompt": ["a", "b"], "stream": True}, 400, "prompt"),
+    ({"model": "r2-auto", "prompt": ["a", " "]}, 400, "prompt[1]"),
     ({"model": "r2-auto", "prompt": ""}, 400, "prompt"),
+    ({"model": "r2-auto", "prompt": PROMPT, "suffix": "x"}, 400, "suffix"),
+    ({"model": "r2-auto", "prompt": PROMPT, "extra_body": {"api_base": "http://x"}}, 400,
+     "api_base"),
     ({"model": "r2-auto", "prompt": PROMPT, "echo": True}, 400, "echo"),
     ({"model": "r2-auto", "prompt": PROMPT, "logprobs": 2}, 400, "logprobs"),
     ({"model": "r2-auto", "prompt": PROMPT, "max_tokens": 0}, 400, "max_tokens"),
