@@ -200,3 +200,15 @@ def test_embedding_deployment_is_no_routing_candidate_and_needs_no_price(
     settings["deployments"][1]["kind"] = "embedding"
     with pytest.raises(ConfigError, match="'weak' has no chat deployment"):
         build_app(parse_settings(settings))
+
+
+def test_completion_stream_broken_upstream_ends_with_error_event(gw: Any, standin: Any) -> None:
+    standin.behaviours["up-weak"] = Behaviour(break_after_chunks=1)
+    with httpx.stream("POST", f"{gw.url}/v1/completions", timeout=30,
+                      json={"model": "weak", "prompt": PROMPT, "stream": True}) as resp:
+        assert resp.status_code == 200
+        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["type"]
+    first = json.loads(events[0])
+    assert first["object"] == "text_completion" and first["model"] == "weak"
