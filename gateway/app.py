@@ -26,7 +26,9 @@ from starlette.types import Receive, Scope, Send
 from router_core import Embedder, R2Error
 
 from .chat import R2_AUTO, handle_chat, handle_route
+from .completions import handle_completions, parse_completion_request
 from .config import GatewaySettings
+from .embeddings import handle_embeddings, validate_embedding_body
 from .errors import APIError, to_api_error
 from .metrics import CONTENT_TYPE
 from .protocol import check_content_type, parse_json_body, validate_chat_body
@@ -35,6 +37,8 @@ from .requestlog import RequestLog
 from .service import Service
 
 Handler = Callable[[Request, dict[str, Any], Service], Awaitable[Response]]
+#: Checks a parsed body, raising a 400 `APIError` naming the field.
+Validator = Callable[[dict[str, Any]], None]
 
 
 async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
@@ -158,11 +162,16 @@ def _shed_if_full(svc: Service) -> None:
 PARSE_INLINE_BYTES = 64 * 1024
 
 
-def parse_request(raw: bytes, max_messages: int, require_model: bool = True) -> dict[str, Any]:
-    """Parse and validate a chat body (CPU-bound: for a large body, run it in a thread)."""
+def parse_request(raw: bytes, max_messages: int,
+                  validate: Validator = validate_chat_body) -> dict[str, Any]:
+    """Parse and validate a body (CPU-bound: for a large body, run it in a thread)."""
     body = parse_json_body(raw, max_messages)
-    validate_chat_body(body, require_model=require_model)
+    validate(body)
     return body
+
+
+def _validate_route(body: dict[str, Any]) -> None:
+    validate_chat_body(body, require_model=False)
 
 
 def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> FastAPI:
@@ -188,7 +197,8 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
 
     server = settings.server
 
-    async def endpoint(request: Request, name: str, handler: Handler) -> Response:
+    async def endpoint(request: Request, name: str, handler: Handler,
+                       validate: Validator = validate_chat_body) -> Response:
         # Order matters: an unauthenticated or slow client must not hold an admission slot.
         # Key first, then the body under its own short timeout, then parsing (off the loop
         # when large), and only then a slot, for the work itself.
@@ -201,9 +211,9 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
                                   min(server.body_timeout_s, server.request_timeout_s))
             if len(raw) > PARSE_INLINE_BYTES:
                 body = await asyncio.get_running_loop().run_in_executor(
-                    parser, parse_request, raw, server.max_messages, name != "/v1/route")
+                    parser, parse_request, raw, server.max_messages, validate)
             else:
-                body = parse_request(raw, server.max_messages, name != "/v1/route")
+                body = parse_request(raw, server.max_messages, validate)
             svc.admit()
             admitted = True
             response = await handler(request, body, svc)
@@ -226,7 +236,17 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
 
     @app.post("/v1/route")
     async def route(request: Request) -> Response:
-        return await endpoint(request, "/v1/route", handle_route)
+        return await endpoint(request, "/v1/route", handle_route, _validate_route)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await endpoint(request, "/v1/completions", handle_completions,
+                              parse_completion_request)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        return await endpoint(request, "/v1/embeddings", handle_embeddings,
+                              validate_embedding_body)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:

@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from router_core import Decision, EmbedderError
 
-from .errors import APIError, to_api_error
+from .errors import APIError, bad_request, to_api_error
 from .protocol import (
     RouteHeaders,
     client_cap,
@@ -45,6 +45,24 @@ R2_AUTO = "r2-auto"
 RETRYABLE = {500, 502, 503, 504}
 #: A fallback is not worth starting with less time than this left before the deadline.
 MIN_ATTEMPT_S = 0.1
+
+
+def _same(data: dict[str, Any]) -> dict[str, Any]:
+    return data
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How an endpoint renders the chat pipeline's answer in its own wire format: a whole
+    answer (`render`) and a stream chunk (`render_chunk`, None to send nothing). Both get the
+    chat-completion form, after usage and finish reasons were observed."""
+
+    render: Callable[[dict[str, Any]], dict[str, Any]] = _same
+    render_chunk: Callable[[dict[str, Any]], dict[str, Any] | None] = _same
+
+
+#: Chat Completions: the pipeline's own format.
+CHAT = Codec()
 
 
 @dataclass
@@ -107,18 +125,24 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
             task.cancel()
 
 
-async def handle_chat(request: Request, body: dict[str, Any], svc: Service) -> Response:
+async def handle_chat(request: Request, body: dict[str, Any], svc: Service,
+                      codec: Codec = CHAT) -> Response:
+    """The one pipeline: `body` is a validated chat request (other endpoints convert theirs),
+    routed or proxied, forwarded, and rendered back through `codec`."""
     request_id = getattr(request.state, "request_id", None) or new_request_id()
     model = body["model"]
     if model == R2_AUTO:
         outcome, upstream_body = await _route(request, body, svc, request_id)
     elif model in svc.deployment_names:
+        if svc.deployments[model].kind != "chat":
+            raise bad_request(f"'{model}' is an embedding deployment: it is served on "
+                              "/v1/embeddings only", "model", "wrong_model_kind")
         outcome = Outcome(request_id, model)
         upstream_body = forward_cap(body, svc.deployments[model].cap_field)
     else:
         raise not_found_model()
     request.state.outcome = outcome  # for the request's log line (gateway/requestlog.py)
-    return await _forward(request, upstream_body, svc, outcome, body)
+    return await _forward(request, upstream_body, svc, outcome, body, codec)
 
 
 async def _route(request: Request, body: dict[str, Any], svc: Service,
@@ -166,7 +190,7 @@ def _next_candidate(svc: Service, outcome: Outcome, failed: set[str]) -> Decisio
 
 
 async def _forward(request: Request, body: dict[str, Any], svc: Service, outcome: Outcome,
-                   original: dict[str, Any]) -> Response:
+                   original: dict[str, Any], codec: Codec = CHAT) -> Response:
     failed: set[str] = set()
     deadline = time.monotonic() + svc.settings.server.request_timeout_s
     while True:
@@ -176,7 +200,8 @@ async def _forward(request: Request, body: dict[str, Any], svc: Service, outcome
         attempt = Attempt()
         try:
             if body.get("stream"):
-                return await _open_stream(request, body, svc, outcome, remaining, attempt)
+                return await _open_stream(request, body, svc, outcome, remaining, attempt,
+                                          codec)
             result = await until_disconnect(request,
                                             svc.upstream.complete(body, remaining, attempt))
         except APIError:
@@ -211,7 +236,7 @@ async def _forward(request: Request, body: dict[str, Any], svc: Service, outcome
         note = usage_note(attempt, name in svc.upstream.clients)
         if note:
             headers["x-r2-usage"] = note
-        return JSONResponse(data, headers=headers)
+        return JSONResponse(codec.render(data), headers=headers)
 
 
 def _not_sent(exc: Exception, err: APIError) -> APIError:
@@ -262,7 +287,8 @@ def _pace(svc: Service, outcome: Outcome, cost: float | None) -> None:
 
 
 async def _open_stream(request: Request, body: dict[str, Any], svc: Service,
-                       outcome: Outcome, remaining: float, attempt: Attempt) -> Response:
+                       outcome: Outcome, remaining: float, attempt: Attempt,
+                       codec: Codec = CHAT) -> Response:
     """Get the first chunk under the timeout (errors so far are ordinary HTTP errors)."""
     name = body["model"]
     timeout = svc.upstream.timeout_for(name)
@@ -280,14 +306,14 @@ async def _open_stream(request: Request, body: dict[str, Any], svc: Service,
     svc.upstream.cooldowns.success(name)
     guarded = name in svc.upstream.clients
     return StreamingResponse(_sse(iterator, head, svc, outcome, timeout, request.state,
-                                  attempt if guarded else None),
+                                  attempt if guarded else None, codec),
                              media_type="text/event-stream",
                              headers={**outcome.response_headers(), "cache-control": "no-cache"})
 
 
 async def _sse(iterator: AsyncIterator[Any], head: Any, svc: Service, outcome: Outcome,
-               timeout: float, state: Any, attempt: Attempt | None = None
-               ) -> AsyncIterator[str]:
+               timeout: float, state: Any, attempt: Attempt | None = None,
+               codec: Codec = CHAT) -> AsyncIterator[str]:
     """The stream's events. Each gap is bounded by the deployment's `timeout` and the whole
     stream by `server.max_stream_s`; its size by `server.max_response_bytes` (counted here as
     well as in the HTTP client, so that every provider is bounded).
@@ -308,11 +334,13 @@ async def _sse(iterator: AsyncIterator[Any], head: Any, svc: Service, outcome: O
             _observe_usage(svc, outcome, data)  # usage chunk and finish reasons
             if note:  # an SSE comment: clients ignore it, a reader of the stream sees it
                 yield f": x-r2-usage {note}\n"
-            event = f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
-            sent += len(event)
-            if sent > server.max_response_bytes:
-                raise ResponseTooLargeError(server.max_response_bytes)
-            yield event
+            rendered = codec.render_chunk(data)
+            if rendered is not None:
+                event = f"data: {json.dumps(rendered, separators=(',', ':'))}\n\n"
+                sent += len(event)
+                if sent > server.max_response_bytes:
+                    raise ResponseTooLargeError(server.max_response_bytes)
+                yield event
             left = deadline - time.monotonic()
             try:
                 if left <= 0:

@@ -54,6 +54,8 @@ class Deployment(_Strict):
     #: The request field this deployment honours for the output cap (None: per provider).
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
     timeout_s: float | None = Field(default=None, gt=0)
+    #: `embedding`: served on `/v1/embeddings` only; never a routing candidate, needs no prices.
+    kind: Literal["chat", "embedding"] = "chat"
 
     @property
     def cap_field(self) -> str:
@@ -351,6 +353,9 @@ def parse_settings(raw: dict[str, Any], base_dir: Path | None = None) -> Gateway
     if settings.fallback_deployment and settings.fallback_deployment not in names:
         raise ConfigError("fallback_deployment: names no deployment")
     _check_knobs(settings)
+    if settings.fallback_deployment and settings.deployment(
+            settings.fallback_deployment).kind != "chat":  # type: ignore[union-attr]
+        raise ConfigError("fallback_deployment: names an embedding deployment")
     if settings.judge and settings.judge.deployment not in names:
         raise ConfigError("judge.deployment: names no deployment")
     ckpt = settings.checkpoint

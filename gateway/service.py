@@ -61,8 +61,8 @@ def apply_prices(ckpt: Checkpoint, settings: GatewaySettings) -> Checkpoint:
     models = []
     for spec in ckpt.models:
         dep = settings.deployment(spec.name)
-        if dep is None:
-            raise ConfigError(f"deployments: checkpoint model {spec.name!r} has no deployment")
+        if dep is None or dep.kind != "chat":
+            raise ConfigError(f"deployments: checkpoint model {spec.name!r} has no chat deployment")
         price = resolve_price(dep, settings.deployments.index(dep), spec)
         models.append(dataclasses.replace(spec, input_price_per_million=price.input_per_million,
                                           output_price_per_million=price.output_per_million))

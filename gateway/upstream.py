@@ -257,5 +257,30 @@ class Upstream:
         response = await self.router.acompletion(model=body["model"], **params)
         return response.__aiter__()  # type: ignore[no-any-return]
 
+    async def embed(self, body: dict[str, Any], deadline_s: float | None = None,
+                    attempt: Attempt | None = None) -> Any:
+        """An embeddings call through LiteLLM's `aembedding` on the same Router, bounded like
+        `complete`. Fields besides `input` and OpenAI's options go in `extra_body`."""
+        name = body["model"]
+        # LiteLLM refuses `dimensions` for OpenAI-wire models it does not know to take it;
+        # such a provider gets it as sent (in `extra_body`), and decides for itself.
+        wire = self.passthrough.get(name) is not None
+        known = ("encoding_format", "user") if wire else ("encoding_format", "dimensions", "user")
+        params: dict[str, Any] = {k: body[k] for k in known if body.get(k) is not None}
+        extra = {k: v for k, v in body.items() if k not in (*known, "model", "input")}
+        if extra:
+            params["extra_body"] = {**(extra.pop("extra_body", None) or {}), **extra}
+        client = self.clients.get(name)
+        if client is not None:
+            params["client"] = client
+        timeout = self.timeouts[name] + 0.5
+
+        async def call() -> Any:
+            track(attempt or Attempt())
+            return await self.router.aembedding(model=name, input=body["input"], **params)
+
+        return await asyncio.wait_for(call(),
+                                      timeout if deadline_s is None else min(timeout, deadline_s))
+
     def timeout_for(self, name: str) -> float:
         return self.timeouts[name]

@@ -12,8 +12,11 @@ away first: a stall watches for the disconnect, as a real provider would stop ge
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -116,8 +119,47 @@ def build_app(state: StandIn) -> Starlette:
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": []})
 
+    async def embeddings(request: Request) -> Response:
+        body = await request.json()
+        state.received.append({"headers": dict(request.headers), "body": body,
+                               "path": request.url.path})
+        b = state.behaviour(str(body.get("model")))
+        if b.status != 200:
+            return JSONResponse({"error": {"message": f"stand-in error {b.status}",
+                                           "type": "error", "param": None, "code": None}},
+                                status_code=b.status)
+        return JSONResponse(_embeddings(body))
+
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                             Route("/v1/embeddings", embeddings, methods=["POST"]),
                              Route("/v1/models", models)])
+
+
+EMBED_DIM = 8
+
+
+def fake_embedding(text: str, dim: int = EMBED_DIM) -> list[float]:
+    """Deterministic: the same text always gets the same float32-exact vector."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [(digest[i % len(digest)] - 128) / 128 for i in range(dim)]
+
+
+def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    """As OpenAI answers: one item per input, floats or base64 of little-endian float32."""
+    inputs = body["input"]
+    if isinstance(inputs, str) or inputs and isinstance(inputs[0], int):
+        inputs = [inputs]
+    dim = body.get("dimensions") or EMBED_DIM
+    data = []
+    for i, item in enumerate(inputs):
+        vector = fake_embedding(item if isinstance(item, str) else json.dumps(item), dim)
+        value: Any = vector
+        if body.get("encoding_format") == "base64":
+            value = base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    tokens = sum(len(str(x).split()) for x in inputs)
+    return {"object": "list", "data": data, "model": body.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 async def _disconnected_within(request: Request, seconds: float) -> bool:

@@ -55,6 +55,22 @@ def test_plain_proxy_to_llama_cpp(llama_gateway: Any) -> None:
     assert out.usage is not None and out.usage.completion_tokens <= 5
 
 
+def test_legacy_completions_through_llama_cpp(llama_gateway: Any) -> None:
+    client = llama_gateway.client()
+    raw = client.completions.with_raw_response.create(
+        model="r2-auto", prompt="Name three colours of the rainbow.", temperature=0,
+        extra_headers={"x-r2-lambda": "0"})
+    done = raw.parse()
+    assert raw.headers["x-r2-model"] == "strong" and raw.headers["x-r2-budget"] == "32"
+    assert done.object == "text_completion" and done.model == "strong"
+    assert done.usage is not None and 0 <= done.usage.completion_tokens <= 32
+    assert done.choices[0].text.strip()
+    chunks = list(client.completions.create(model="weak", prompt="Say hello.", max_tokens=5,
+                                            stream=True))
+    assert chunks and all(c.object == "text_completion" for c in chunks)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+
+
 def test_r2_chat_cli_routes_and_generates(tmp_path: Path, llama_base_url: str) -> None:
     import yaml
 

@@ -56,7 +56,7 @@ def select_deployments(settings: GatewaySettings, models: str | None) -> list[De
     """`--models A,B`, or every deployment but the judge when not given."""
     if not models:
         judge = settings.judge.deployment if settings.judge else None
-        chosen = [d for d in settings.deployments if d.name != judge]
+        chosen = [d for d in settings.deployments if d.name != judge and d.kind == "chat"]
         if not chosen:
             raise ConfigError("--models: the config has no deployment besides the judge")
         return chosen
@@ -66,6 +66,8 @@ def select_deployments(settings: GatewaySettings, models: str | None) -> list[De
         dep = settings.deployment(name)
         if dep is None:
             raise ConfigError(f"--models: {name!r} names no deployment of the config")
+        if dep.kind != "chat":
+            raise ConfigError(f"--models: {name!r} is an embedding deployment, not a chat one")
         out.append(dep)
     if len(set(names)) != len(names):
         raise ConfigError("--models: a deployment is listed twice")
