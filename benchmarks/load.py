@@ -159,7 +159,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         threads = args.embedder_threads or (len(gateway) if gateway else None)
         embedder = {"kind": "local", **({"threads": threads} if threads else {})}
     up, gw = free_port(), free_port()
-    config = write_config(work, up, embedder, args.max_concurrency)
+    config = write_config(work, up, embedder, args.max_concurrency, args.embed_cache_size)
     if harness:
         os.sched_setaffinity(0, harness)
     procs: list[subprocess.Popen[bytes]] = []
@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the gateway's admission limit (server.max_concurrency)")
     parser.add_argument("--upstream-ms", type=float, default=1000.0,
                         help="stand-in answer time for the capacity, soak and overload phases")
+    parser.add_argument("--embed-cache-size", type=int, default=0,
+                        help="server.embed_cache_size (default 0: the benchmark's prompts "
+                             "repeat, so a cache would measure hits, not the embedder)")
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument("--overload", action="store_true")
     parser.add_argument("--overload-seconds", type=float, default=20.0)

@@ -98,13 +98,16 @@ def write_checkpoint(directory: Path, embedder: dict[str, Any],
 
 
 def write_config(work: Path, standin_port: int, embedder: dict[str, Any],
-                 max_concurrency: int) -> Path:
+                 max_concurrency: int, embed_cache_size: int = 0) -> Path:
+    """The gateway's config. The embedding cache is off by default: a benchmark's few prompts
+    repeat, and with it on every request after the first few would measure a cache hit."""
     write_checkpoint(work / "ckpt", embedder)
     config = {
         "checkpoint": str(work / "ckpt"), "embedder": embedder, "default_lambda": 0.5,
         "deployments": [{"name": n, "model": f"openai/up-{n}",
                          "api_base": f"http://127.0.0.1:{standin_port}/v1"} for n in MODELS],
-        "server": {"max_concurrency": max_concurrency, "request_timeout_s": 30},
+        "server": {"max_concurrency": max_concurrency, "request_timeout_s": 30,
+                   "embed_cache_size": embed_cache_size},
     }
     path = work / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
