@@ -296,12 +296,12 @@ def test_old_manifests_load_with_the_protocol_they_implied(tmp_path: Path) -> No
 
 # -- where the protocol comes from -----------------------------------------------------------
 def test_the_importer_offers_the_release_protocols_by_name(tmp_path: Path) -> None:
-    from helpers import SHARED
+    from helpers import require_shared
 
     from router_core import CheckpointError, load_checkpoint
     from router_core.upstream_import import import_release
 
-    release = SHARED / "upstream-r2router" / "r2_router"
+    release = require_shared("upstream-r2router", "r2_router")
     import_release(release, tmp_path / "bench", trust_pickle=True)
     budget = load_checkpoint(tmp_path / "bench").policies[0]
     assert (budget.placement, budget.cap, budget.render_instruction()) == (
