@@ -82,13 +82,7 @@ def apply_policy(body: dict[str, Any], deployment: str, policy: Policy,
     """A new body for `deployment` under `policy`; `body` itself is not modified."""
     out = copy.copy(body)
     out["model"] = deployment
-    cap = output_cap(body, policy, deployment_max_tokens)
-    sent_both = all(body.get(f) is not None for f in CAP_FIELDS)
-    for name in CAP_FIELDS:
-        out.pop(name, None)
-    if cap is not None:
-        for name in (CAP_FIELDS if sent_both else (cap_field,)):
-            out[name] = cap
+    _set_cap(out, body, output_cap(body, policy, deployment_max_tokens), cap_field)
     instruction = policy.render_instruction()
     if instruction:
         messages = list(body["messages"])
@@ -102,12 +96,19 @@ def forward_cap(body: dict[str, Any], cap_field: str) -> dict[str, Any]:
     """A named deployment's request with the client's cap in the field the deployment
     honours (both fields at the smaller value when the client sent both)."""
     sent = [name for name in CAP_FIELDS if body.get(name) is not None]
-    if not sent or sent == [cap_field] and len(sent) == 1:
+    if not sent or sent == [cap_field]:
         return body
     out = copy.copy(body)
-    cap = client_cap(body)
+    _set_cap(out, body, client_cap(body), cap_field)
+    return out
+
+
+def _set_cap(out: dict[str, Any], body: dict[str, Any], cap: int | None, cap_field: str) -> None:
+    """Write `cap` into `out`: in `cap_field`, or in both fields when the client sent both
+    (so that neither is forwarded uncapped); None removes both."""
+    sent_both = all(body.get(f) is not None for f in CAP_FIELDS)
     for name in CAP_FIELDS:
         out.pop(name, None)
-    for name in (CAP_FIELDS if len(sent) == 2 else (cap_field,)):
-        out[name] = cap
-    return out
+    if cap is not None:
+        for name in (CAP_FIELDS if sent_both else (cap_field,)):
+            out[name] = cap

@@ -142,6 +142,8 @@ class Service:
         limits = [p.limit for p in self.checkpoint.policies if p.limit is not None]
         #: A client cap below this is below every policy's.
         self._least_limit = min(limits) if limits else 0
+        #: The policies a cap below every limit chooses among (fixed per checkpoint).
+        self._smallest_policies = self.scorer.smallest_policies()
         self.token_counter = InputTokenCounter(
             self.checkpoint.model_names, {d.name: d.model for d in settings.deployments}, kind)
         # CPU work of large requests (token counts, MLP scoring), off the event loop and apart
@@ -266,7 +268,7 @@ class Service:
             # the least (never a longer style, nor the budget-free arm, which would be cut);
             # the rewrite sends the client's own, smaller cap.
             constraints = dataclasses.replace(constraints, max_budget=None,
-                                              policies=self.scorer.smallest_policies())
+                                              policies=self._smallest_policies)
         try:
             return self.scorer.decide(embedding, tokens, headers.lambda_, constraints)
         except NoFeasibleCandidateError:

@@ -142,6 +142,12 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         body = await response.aread()
         if b'"usage"' not in body:
             return response
+        usage_only = _usage_value(body)
+        if usage_only is not None:  # the common case: decode the usage object, not the answer
+            usage, dropped = clean_usage(usage_only)
+            if not dropped:
+                attempt.usage, attempt.usage_invalid = usage, False
+                return response
         try:
             data = json.loads(body)
         except ValueError:
@@ -160,6 +166,29 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _usage_value(body: bytes) -> Any:
+    """The value of the body's only `"usage"` key, decoded alone; None when the key appears
+    more than once (nested, or inside a tool's JSON) or does not decode: then the caller parses
+    the whole body."""
+    at = body.find(b'"usage"')
+    if at < 0 or body.find(b'"usage"', at + 1) >= 0:
+        return None
+    try:
+        text = body[at + len(b'"usage"'):].decode("utf-8")
+        colon = len(text) - len(text.lstrip())
+        if text[colon:colon + 1] != ":":
+            return None
+        rest = text[colon + 1:]
+        start = len(rest) - len(rest.lstrip())
+        value, _ = _DECODER.raw_decode(rest, start)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 async def _read_at_most(response: httpx.Response, limit: int) -> bytes:

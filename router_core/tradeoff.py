@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -117,16 +118,27 @@ class TradeoffTable:
     def lambda_for(self, tradeoff: float) -> float:
         """The effective lambda of a trade-off in [0, 1] (interpolated in `log(1-lambda)`)."""
         t = check_knob("tradeoff", tradeoff)
-        u = np.log(np.maximum(1.0 - np.asarray(self.lambda_), _TINY))
-        lam = 1.0 - math.exp(float(np.interp(t, self.tradeoff, u)))
+        lam = 1.0 - math.exp(float(np.interp(t, self._knots, self._log_one_minus_lambda)))
         return min(max(lam, self.lambda_[0]), self.lambda_[-1])
 
     def cost_at(self, tradeoff: float) -> float:
         """Mean predicted cost per request at `tradeoff` on the calibration queries (log-linear
         between knots)."""
         t = check_knob("tradeoff", tradeoff)
-        logc = np.log(np.maximum(np.asarray(self.mean_cost_usd), _TINY))
-        return math.exp(float(np.interp(t, self.tradeoff, logc)))
+        return math.exp(float(np.interp(t, self._knots, self._log_cost)))
+
+    # Derived once per table (`lambda_for` runs on every request that sends no raw lambda).
+    @cached_property
+    def _knots(self) -> F64:
+        return np.asarray(self.tradeoff, dtype=np.float64)
+
+    @cached_property
+    def _log_one_minus_lambda(self) -> F64:
+        return np.log(np.maximum(1.0 - np.asarray(self.lambda_, dtype=np.float64), _TINY))
+
+    @cached_property
+    def _log_cost(self) -> F64:
+        return np.log(np.maximum(np.asarray(self.mean_cost_usd, dtype=np.float64), _TINY))
 
     @property
     def log_cost_span(self) -> float:
