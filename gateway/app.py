@@ -35,6 +35,7 @@ from .protocol import check_content_type, parse_json_body, validate_chat_body
 from .readiness import Readiness
 from .requestlog import RequestLog
 from .service import Service
+from .ui import mount_ui
 
 Handler = Callable[[Request, dict[str, Any], Service], Awaitable[Response]]
 #: Checks a parsed body, raising a 400 `APIError` naming the field.
@@ -280,6 +281,7 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
             check_auth(request, svc)
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
 
+    mount_ui(app, svc, check_auth)
     return app
 
 

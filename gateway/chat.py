@@ -79,6 +79,9 @@ class Outcome:
     tradeoff: float | None = None
     #: Whether this request's realised spend has reached spend pacing.
     spent: bool = False
+    #: Realised cost (USD) from the upstream's usage, and whether an answer was cut at its cap.
+    cost_usd: float | None = None
+    truncated: bool = False
 
     def response_headers(self) -> dict[str, str]:
         out = {"x-request-id": self.request_id}
@@ -267,8 +270,10 @@ def _observe_usage(svc: Service, outcome: Outcome, data: dict[str, Any]) -> None
             cost = ((usage.get("prompt_tokens") or 0) * spec.input_price_per_million
                     + completion * spec.output_price_per_million) / 1e6
             svc.metrics.actual_cost.labels(outcome.deployment).inc(cost)
+            outcome.cost_usd = cost
             _pace(svc, outcome, cost)
     for choice in data.get("choices") or []:
+        outcome.truncated |= choice.get("finish_reason") == "length"
         if choice.get("finish_reason") == "length" and outcome.decision is not None:
             svc.metrics.cut_at_budget.labels(outcome.deployment,
                                              str(outcome.decision.budget)).inc()

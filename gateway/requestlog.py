@@ -5,7 +5,8 @@ one), whatever produced it: a handler, the error table, a 404, or an exception n
 caught (answered here as a 500 in the OpenAI envelope). When the response has ended (a stream
 included), one line is logged with the id, method, path, status and latency, plus what
 handlers put in `request.state`: the routing outcome (model, budget, utility, fallback) and an
-error code. Never a prompt, a query string or a header value other than a valid id.
+error code; then each observer in `app.state.request_observers` is told. Never a prompt, a
+query string or a header value other than a valid id.
 """
 
 from __future__ import annotations
@@ -75,10 +76,23 @@ class RequestLog:
                 (b"content-length", str(len(_INTERNAL)).encode())]})
             await send({"type": "http.response.body", "body": _INTERNAL})
         finally:
-            _log_line(scope, state, status, start)
+            seconds = time.perf_counter() - start
+            _log_line(scope, state, status, seconds)
+            _notify(scope, state, status, seconds)
 
 
-def _log_line(scope: Scope, state: dict[str, Any], status: int, start: float) -> None:
+def _notify(scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
+    """Tell each observer in `app.state.request_observers` (the dashboard's live statistics,
+    say) that a request has ended: `observe(path, state, status, seconds)`."""
+    app_state = getattr(scope.get("app"), "state", None)
+    for observe in getattr(app_state, "request_observers", None) or ():
+        try:
+            observe(str(scope.get("path")), state, status, seconds)
+        except Exception as exc:  # noqa: BLE001 - an observer must never fail a request
+            log.warning("request observer failed: %s", type(exc).__name__)
+
+
+def _log_line(scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
     outcome = state.get("outcome")
     chosen = outcome.decision.chosen if outcome is not None and outcome.decision else None
     level = logging.WARNING if status >= 500 or status == 0 else logging.INFO
@@ -88,4 +102,4 @@ def _log_line(scope: Scope, state: dict[str, Any], status: int, start: float) ->
             status or "none", outcome.deployment if outcome is not None else "-",
             chosen.budget if chosen else "-", f"{chosen.utility:.6g}" if chosen else "-",
             (outcome.fallback if outcome is not None else None) or "-",
-            state.get("error") or "-", (time.perf_counter() - start) * 1000)
+            state.get("error") or "-", seconds * 1000)
