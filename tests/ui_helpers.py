@@ -88,3 +88,26 @@ def traffic(gw: Any, standin: Any, key: str = "unused") -> dict[str, int]:
         sent["errors"] += 1
     standin.behaviours.clear()
     return sent
+
+
+def traffic_for(gw: Any, standin: Any, minutes: float, key: str = "unused") -> None:
+    """Spread SDK traffic over `minutes` (for the screenshots: charts with a history). Every
+    10 s a burst of 3-12 requests at random trade-offs; now and then the strong model fails."""
+    import random
+    import time
+
+    from standin import Behaviour
+
+    rng = random.Random(7)
+    client = gw.client(api_key=key)
+    end = time.monotonic() + minutes * 60
+    while time.monotonic() < end:
+        standin.default = Behaviour(text=" ".join(f"w{i}" for i in range(rng.choice((8, 40, 120)))))
+        if rng.random() < 0.15:
+            standin.behaviours["up-strong"] = Behaviour(status=503)
+        for _ in range(rng.randint(3, 12)):
+            client.chat.completions.create(
+                model="r2-auto", extra_headers={"x-r2-tradeoff": f"{rng.random():.2f}"},
+                messages=[{"role": "user", "content": rng.choice(PROMPTS)}])
+        standin.behaviours.clear()
+        time.sleep(10)

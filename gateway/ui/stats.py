@@ -35,6 +35,9 @@ LAT_BINS = 64
 #: model lists and probes are not traffic.
 TRAFFIC_PREFIX = "/v1/"
 NOT_TRAFFIC = frozenset({"/v1/route", "/v1/models", "/v1/feedback"})
+#: The policy shown for a request served without a routing decision (a deployment named by
+#: the client, or the embedder-unavailable fallback).
+DIRECT = "direct"
 
 
 def _lat_bin(seconds: float) -> int:
@@ -103,7 +106,7 @@ def finished_from_state(state: dict[str, Any], status: int, seconds: float) -> F
     chosen = decision.chosen if decision is not None else None
     return Finished(
         status, seconds, model=getattr(outcome, "deployment", None),
-        policy=str(chosen.budget) if chosen is not None else "-",
+        policy=str(chosen.budget) if chosen is not None else DIRECT,
         fallback=bool(getattr(outcome, "fallback", None)),
         predicted_usd=chosen.predicted_cost_usd if chosen is not None else None,
         spend_usd=getattr(outcome, "cost_usd", None),
@@ -137,7 +140,7 @@ class LiveStats:
             b.fallbacks += f.fallback
             b.latency[_lat_bin(f.seconds)] += 1
             if f.model is not None:
-                arm = f"{f.model}@{f.policy or '-'}"
+                arm = f"{f.model}@{f.policy or DIRECT}"
                 b.arms[arm] = b.arms.get(arm, 0) + 1
                 if f.truncated:
                     b.truncated[arm] = b.truncated.get(arm, 0) + 1

@@ -54,8 +54,10 @@
   // -- live ---------------------------------------------------------------------------------
   function drawLive(live) {
     const m = live.minutes, xs = m.map((b) => b.start), t = live.totals;
-    const last = m.length > 1 ? m[m.length - 2] : m[m.length - 1];
-    $("t-rpm").textContent = String(last ? last.requests : 0);
+    // the last five minutes, the current one counted for the part of it that has passed
+    const recent = m.slice(-5).reduce((a, b) => a + b.requests, 0);
+    const span = Math.min(m.length, 5) - 1 + (live.now - m[m.length - 1].start) / live.bucket_s;
+    $("t-rpm").textContent = (recent / Math.max(span, 1)).toFixed(1);
     $("t-requests").textContent = String(t.requests);
     $("t-p50").textContent = ms(t.p50_ms);
     $("t-p95").textContent = ms(t.p95_ms);
@@ -160,7 +162,7 @@
   function drawRoute(d) {
     const arm = d.model + "@" + d.budget;
     $("chosen").dataset.arm = arm;
-    $("chosen").innerHTML = `<b>${esc(d.model)}</b> @ <b>${esc(d.budget)}</b><br>quality ${d.predicted_quality.toFixed(3)}, ${usd(d.predicted_cost_usd)} predicted, lambda ${d.lambda.toPrecision(6)}, ${d.route_ms.toFixed(1)} ms`;
+    $("chosen").innerHTML = `<b>${esc(d.model)}</b> @ <b>${esc(d.budget)}</b><br>quality ${d.predicted_quality.toFixed(3)}, ${usd(d.predicted_cost_usd)} predicted,<br>${d.candidates.length} candidates, lambda ${d.lambda === 0 ? "0" : d.lambda.toPrecision(5)}, ${d.route_ms.toFixed(1)} ms`;
     const models = config ? config.models : [...new Set(d.candidates.map((c) => c.model))];
     const color = (m) => C.PALETTE[Math.max(0, models.indexOf(m)) % C.PALETTE.length];
     const points = d.candidates.map((c) => ({ cost: c.predicted_cost_usd, quality: c.predicted_quality,

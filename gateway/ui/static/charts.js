@@ -107,8 +107,9 @@
 
   // Horizontal bars for rates in [0, 1], one row each.
   function rateBars(el, rows) {
-    if (!rows.length) { empty(el, "no routed traffic yet", 60); return; }
-    const row = 20, h = M.t + rows.length * row + 8, lw = 200, iw = W - lw - 90;
+    const W = 1160;
+    if (!rows.length) { el.innerHTML = frame(W, 40, `<text class="empty" x="${W / 2}" y="24" text-anchor="middle">no routed traffic yet</text>`); return; }
+    const row = 20, h = M.t + rows.length * row + 8, lw = 220, iw = W - lw - 110;
     let body = "";
     rows.forEach((r, i) => {
       const y = M.t + i * row;
@@ -137,7 +138,8 @@
     for (let e = lo; e <= hi; e++) {
       const x = M.l + (iw * (e - lo)) / (hi - lo);
       body += `<line class="grid-line" x1="${x}" x2="${x}" y1="${M.t}" y2="${M.t + ih}"/>`;
-      body += `<text x="${x}" y="${M.t + ih + 14}" text-anchor="middle">$1e${e}</text>`;
+      const label = e >= -6 && e <= 0 ? "$" + Math.pow(10, e).toFixed(-e) : e > 0 ? "$" + Math.pow(10, e) : "$1e" + e;
+      body += `<text x="${x}" y="${M.t + ih + 14}" text-anchor="${e === hi ? "end" : e === lo ? "start" : "middle"}">${label}</text>`;
     }
     for (let i = 0; i <= 4; i++) {
       const q = qlo + ((qhi - qlo) * i) / 4, y = Y(q);
@@ -145,10 +147,10 @@
       body += `<text x="${M.l - 4}" y="${y + 3}" text-anchor="end">${q.toFixed(2)}</text>`;
     }
     body += `<text x="${W - M.r}" y="${h - 2}" text-anchor="end">predicted cost per request (log)</text>`;
-    body += `<text x="4" y="${M.t + 8}">quality</text>`;
+    body += `<text x="${M.l + 4}" y="${M.t + 10}">predicted quality</text>`;
     let chosen = "";
     for (const p of points) {
-      const c = `<circle class="${p.chosen ? "cand chosen" : "cand"}" cx="${X(p.cost).toFixed(1)}" cy="${Y(p.quality).toFixed(1)}" r="${p.chosen ? 7 : 4}" fill="${p.chosen ? "none" : p.color}" fill-opacity="0.75" stroke="${p.chosen ? "#111827" : p.color}" stroke-width="${p.chosen ? 2.5 : 1}"><title>${esc(p.title)}</title></circle>`;
+      const c = `<circle class="${p.chosen ? "cand chosen" : "cand"}" cx="${X(p.cost).toFixed(1)}" cy="${Y(p.quality).toFixed(1)}" r="${p.chosen ? 8 : 4.5}" fill="${p.color}" fill-opacity="${p.chosen ? 1 : 0.7}" stroke="${p.chosen ? "#111827" : p.color}" stroke-width="${p.chosen ? 3 : 1}"><title>${esc(p.title)}</title></circle>`;
       if (p.chosen) chosen = c; else body += c;
     }
     el.innerHTML = frame(W, h, body + chosen);
