@@ -27,6 +27,16 @@ for arg in "$@"; do
   esac
 done
 
+# The dashboard's browser tests drive Debian's chromium with Playwright (never `playwright
+# install`, which downloads a browser): install it when it is missing and we may.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -q && apt-get install -y -q chromium
+  else
+    echo "chromium not found: the dashboard's browser tests need it (apt-get install chromium)"
+  fi
+fi
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip

@@ -128,10 +128,10 @@
     const xsLog = points.map((p) => Math.log10(Math.max(p.cost, 1e-12)));
     let lo = Math.floor(Math.min(...xsLog)), hi = Math.ceil(Math.max(...xsLog));
     if (hi === lo) { lo -= 1; hi += 1; }
+    // quality on a round range: tenths around the candidates, padded so no point sits on an edge
     const qs = points.map((p) => p.quality);
-    let qlo = Math.min(...qs), qhi = Math.max(...qs);
-    const pad = Math.max((qhi - qlo) * 0.08, 0.02);
-    qlo -= pad; qhi += pad;
+    let qlo = Math.floor((Math.min(...qs) - 0.02) * 10) / 10, qhi = Math.ceil((Math.max(...qs) + 0.02) * 10) / 10;
+    if (qhi - qlo < 0.2) { qlo -= 0.1; qhi += 0.1; }
     const X = (c) => M.l + (iw * (Math.log10(Math.max(c, 1e-12)) - lo)) / (hi - lo);
     const Y = (q) => M.t + ih - (ih * (q - qlo)) / (qhi - qlo);
     let body = "";
@@ -144,7 +144,7 @@
     for (let i = 0; i <= 4; i++) {
       const q = qlo + ((qhi - qlo) * i) / 4, y = Y(q);
       body += `<line class="grid-line" x1="${M.l}" x2="${W - M.r}" y1="${y}" y2="${y}"/>`;
-      body += `<text x="${M.l - 4}" y="${y + 3}" text-anchor="end">${q.toFixed(2)}</text>`;
+      body += `<text x="${M.l - 4}" y="${y + 3}" text-anchor="end">${(Math.round(q * 1000) / 1000).toString()}</text>`;
     }
     body += `<text x="${W - M.r}" y="${h - 2}" text-anchor="end">predicted cost per request (log)</text>`;
     body += `<text x="${M.l + 4}" y="${M.t + 10}">predicted quality</text>`;
