@@ -15,6 +15,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,8 +43,10 @@ class RequestLog:
     """State keys it reads: `request_id` (set here), `outcome` (an object with `deployment`,
     `decision`, `fallback`), `error` (an error code)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, on_finish: Callable[..., None] | None = None) -> None:
         self.app = app
+        #: Called once per finished request: (scope, state, status, latency_s).
+        self.on_finish = on_finish
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,6 +79,11 @@ class RequestLog:
             await send({"type": "http.response.body", "body": _INTERNAL})
         finally:
             _log_line(scope, state, status, start)
+            if self.on_finish is not None:
+                try:
+                    self.on_finish(scope, state, status, time.perf_counter() - start)
+                except Exception:  # noqa: BLE001 - a hook never fails a request
+                    log.exception("request-finished hook failed")
 
 
 def _log_line(scope: Scope, state: dict[str, Any], status: int, start: float) -> None:
