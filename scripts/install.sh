@@ -27,6 +27,12 @@ for arg in "$@"; do
   esac
 done
 
+# PostgreSQL 15 for the decision-log tests (started by the tests themselves, in a temp dir).
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ] && [ "$(id -u)" -eq 0 ] \
+    && command -v apt-get >/dev/null; then
+  apt-get update -q && apt-get install -y -q postgresql
+fi
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip

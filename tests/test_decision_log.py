@@ -252,3 +252,44 @@ def test_report_since_and_cli_errors(tmp_path: Path, capsys: Any) -> None:
     assert r2(["report", "--log", str(tmp_path / "missing.sqlite3")]) == 2
     assert "no decision log" in capsys.readouterr().err
     assert r2(["report", "--log", str(tmp_path / "x"), "--since", "yesterday"]) == 2
+
+
+def test_schema_is_versioned_migrated_once_and_retention_deletes(tmp_path: Path) -> None:
+    from gateway.decisionlog import StoreError, open_store
+    from gateway.decisionlog.schema import INSERTED, SCHEMA_VERSION
+
+    db = str(tmp_path / "log.sqlite3")
+    store = open_store(db)
+    assert store.migrate() == SCHEMA_VERSION  # idempotent
+    row = {name: None for name in INSERTED}
+    old = tuple({**row, "request_id": "old", "ts": 1000.0}.values())
+    new = tuple({**row, "request_id": "new", "ts": 5000.0}.values())
+    store.write([old, new, new], [(1000.0, "m", "10", 1, 0.5, 0.1)])  # a repeated id: kept once
+    assert store.delete_before(2000.0) == 1
+    assert store.query("SELECT request_id FROM decisions") == [("new",)]
+    assert store.query("SELECT COUNT(*) FROM arm_totals") == [(0,)]
+    store.query("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION + 1,))
+    store.close()
+    with pytest.raises(StoreError, match="newer than this gateway"):
+        open_store(db)
+
+
+def test_writer_sweeps_expired_records(tmp_path: Path) -> None:
+    from gateway.decisionlog import open_store
+    from gateway.decisionlog.schema import INSERTED
+    from gateway.decisionlog.writer import Writer
+
+    db = str(tmp_path / "log.sqlite3")
+    store = open_store(db)
+    store.write([tuple({**{n: None for n in INSERTED}, "request_id": "a", "ts": 1.0}.values())],
+                [])
+    store.close()
+    counts: list[tuple[str, int]] = []
+    writer = Writer(lambda: open_store(db), lambda items: (items, []), 10, 10, 0.01,
+                    retention_s=3600.0, counted=lambda r, n: counts.append((r, n)))
+    writer.start()
+    assert writer.flush()
+    writer.stop()
+    check = open_store(db)
+    assert check.query("SELECT COUNT(*) FROM decisions") == [(0,)]
+    check.close()

@@ -60,7 +60,7 @@ def summarize(store: SQLStore, since: float | None = None) -> dict[str, Any]:
          pred_usage, failed, explored, actual, quality) in rows:
         n, fb_n = int(n), int(fb_n)
         by_arm.append({
-            "model": model, "policy": policy, "requests": n, "spend_usd": float(spend),
+            "model": model, "policy": policy or "none", "requests": n, "spend_usd": float(spend),
             "predicted_cost_usd": float(predicted), "mean_output_tokens": _f(mean_out),
             "predicted_output_tokens": _f(pred_out), "truncation_rate": _f(trunc),
             "feedback_mean": _f(fb_mean), "feedback_count": fb_n,

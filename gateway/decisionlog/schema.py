@@ -83,11 +83,11 @@ POSTGRES = Dialect("postgresql", "DOUBLE PRECISION", "BYTEA", "%s")
 def _v1() -> list[str]:
     cols = ",\n  ".join(f"{name} {kind}" for name, kind in COLUMNS)
     return [
-        f"CREATE TABLE decisions (\n  {cols}\n)",
-        "CREATE INDEX decisions_ts ON decisions (ts)",
-        "CREATE TABLE arm_totals (ts REAL NOT NULL, model TEXT NOT NULL, policy TEXT NOT NULL, "
+        f"CREATE TABLE IF NOT EXISTS decisions (\n  {cols}\n)",
+        "CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts)",
+        "CREATE TABLE IF NOT EXISTS arm_totals (ts REAL NOT NULL, model TEXT NOT NULL, policy TEXT NOT NULL, "
         "n INTEGER NOT NULL, sum_quality REAL NOT NULL, sum_cost REAL NOT NULL)",
-        "CREATE INDEX arm_totals_ts ON arm_totals (ts)",
+        "CREATE INDEX IF NOT EXISTS arm_totals_ts ON arm_totals (ts)",
     ]
 
 

@@ -104,6 +104,7 @@ class Writer:
 
     # -- writer thread ----------------------------------------------------------------------
     def _run(self) -> None:
+        self._connected()  # create the log now: a bad path shows in the log at start-up
         running = True
         while running:
             try:
