@@ -28,6 +28,7 @@ from router_core import Embedder, R2Error
 from .chat import R2_AUTO, handle_chat, handle_route
 from .completions import handle_completions, parse_completion_request
 from .config import GatewaySettings
+from .decisionlog import DecisionLog, decision_hook, handle_feedback, validate_feedback
 from .embeddings import handle_embeddings, validate_embedding_body
 from .errors import APIError, to_api_error
 from .metrics import CONTENT_TYPE
@@ -177,6 +178,10 @@ def _validate_route(body: dict[str, Any]) -> None:
 
 def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> FastAPI:
     svc = Service(settings, embedder)
+    svc.after_decide = decision_hook(settings.log, settings.explore, svc.scorer)
+    if settings.log is not None:
+        svc.decision_log = DecisionLog(settings.log, svc.scorer, svc.metrics.registry,
+                                       settings.server.api_keys)
 
     # One thread parses large bodies, one at a time: more threads would only compete with the
     # event loop for the interpreter lock (parsing is CPU-bound Python and C).
@@ -185,16 +190,22 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await svc.start()
+        if svc.decision_log is not None:
+            svc.decision_log.start()
         try:
             yield
         finally:
             await svc.stop()
+            if svc.decision_log is not None:
+                svc.decision_log.stop()
             parser.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="r2-gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = svc
+    app.state.decision_log = svc.decision_log  # summary(since) for the dashboard
     _register_errors(app, svc)
-    app.add_middleware(RequestLog)
+    app.add_middleware(RequestLog, on_finish=svc.decision_log.on_finish
+                       if svc.decision_log is not None else None)
 
     server = settings.server
 
@@ -248,6 +259,10 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
     async def embeddings(request: Request) -> Response:
         return await endpoint(request, "/v1/embeddings", handle_embeddings,
                               validate_embedding_body)
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> Response:
+        return await endpoint(request, "/v1/feedback", handle_feedback, validate_feedback)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:

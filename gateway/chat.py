@@ -13,6 +13,7 @@ chunk), fallbacks included; a deployment's `timeout_s` bounds one attempt on it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -82,6 +83,8 @@ class Outcome:
     #: Realised cost (USD) from the upstream's usage, and whether an answer was cut at its cap.
     cost_usd: float | None = None
     truncated: bool = False
+    #: The decision log's accumulator (usage, finish reason), when the log is on.
+    trace: Any = None
 
     def response_headers(self) -> dict[str, str]:
         out = {"x-request-id": self.request_id}
@@ -145,6 +148,8 @@ async def handle_chat(request: Request, body: dict[str, Any], svc: Service,
     else:
         raise not_found_model()
     request.state.outcome = outcome  # for the request's log line (gateway/requestlog.py)
+    if svc.decision_log is not None and outcome.lambda_ is not None:  # routed: logged
+        outcome.trace = svc.decision_log.trace(body)
     return await _forward(request, upstream_body, svc, outcome, body, codec)
 
 
@@ -187,8 +192,7 @@ def _next_candidate(svc: Service, outcome: Outcome, failed: set[str]) -> Decisio
     for cand in decision.candidates:
         if cand.model not in failed and cand.model not in cooling:
             policy = svc.scorer.policy_for(cand.budget)
-            return Decision(cand, policy, decision.lambda_, decision.input_tokens,
-                            decision.candidates)
+            return dataclasses.replace(decision, chosen=cand, policy=policy)
     return None
 
 
@@ -264,6 +268,7 @@ def _observe_usage(svc: Service, outcome: Outcome, data: dict[str, Any]) -> None
     usage = data.get("usage") or {}
     spec = svc.model_specs.get(outcome.deployment)
     completion = usage.get("completion_tokens")
+    cost = None
     if isinstance(completion, int):
         svc.metrics.completion_tokens.labels(outcome.deployment).observe(completion)
         if spec is not None:
@@ -277,6 +282,8 @@ def _observe_usage(svc: Service, outcome: Outcome, data: dict[str, Any]) -> None
         if choice.get("finish_reason") == "length" and outcome.decision is not None:
             svc.metrics.cut_at_budget.labels(outcome.deployment,
                                              str(outcome.decision.budget)).inc()
+    if outcome.trace is not None:
+        outcome.trace.observe(data, cost)
 
 
 def _pace(svc: Service, outcome: Outcome, cost: float | None) -> None:

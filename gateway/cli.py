@@ -13,7 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("route", "import_checkpoint", "serve", "chat", "train", "eval", "collect", "calibrate")
+COMMANDS = ("route", "import_checkpoint", "serve", "chat", "train", "eval", "collect", "calibrate",
+            "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

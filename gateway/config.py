@@ -29,6 +29,8 @@ from router_core import InvalidInputError
 from router_core.embedders import check_options
 from router_core.policies import RELEASE_PROTOCOLS, CapRule, Placement, ServingProtocol
 
+from .decisionlog.settings import ExploreSettings, LogSettings
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -189,6 +191,10 @@ class GatewaySettings(_Strict):
     fallback_deployment: str | None = None
     server: ServerSettings = Field(default_factory=ServerSettings)
     judge: JudgeSettings | None = None
+    #: The decision log (gateway/decisionlog/): off unless set.
+    log: LogSettings | None = None
+    #: Exploration with propensities (needs `log:` to be of use).
+    explore: ExploreSettings | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -16,6 +16,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,8 +44,10 @@ class RequestLog:
     """State keys it reads: `request_id` (set here), `outcome` (an object with `deployment`,
     `decision`, `fallback`), `error` (an error code)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, on_finish: Callable[..., None] | None = None) -> None:
         self.app = app
+        #: Called once per finished request: (scope, state, status, latency_s).
+        self.on_finish = on_finish
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,6 +82,11 @@ class RequestLog:
             seconds = time.perf_counter() - start
             _log_line(scope, state, status, seconds)
             _notify(scope, state, status, seconds)
+            if self.on_finish is not None:
+                try:
+                    self.on_finish(scope, state, status, seconds)
+                except Exception as exc:  # noqa: BLE001 - a hook never fails a request
+                    log.warning("request-finished hook failed: %s", type(exc).__name__)
 
 
 def _notify(scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:

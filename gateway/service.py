@@ -173,6 +173,9 @@ class Service:
             [d.api_key.get_secret_value() for d in settings.deployments if d.api_key]
             + [k.get_secret_value() for k in srv.api_keys])
         self._unredact: Callable[[], None] = lambda: None
+        #: The decision log (gateway/decisionlog/) and its hook on every decision, when on.
+        self.decision_log: Any = None
+        self.after_decide: Callable[[Decision, Any], Decision] | None = None
 
     def request_default(self) -> Knob:
         """The knob of a request that sends none (moved by spend pacing when configured)."""
@@ -270,8 +273,10 @@ class Service:
             constraints = dataclasses.replace(constraints, max_budget=None,
                                               policies=self._smallest_policies)
         try:
-            return self.scorer.decide(embedding, tokens, headers.lambda_, constraints)
+            decision = self.scorer.decide(embedding, tokens, headers.lambda_, constraints)
         except NoFeasibleCandidateError:
             raise bad_request("no model and budget fit within x-r2-max-cost-usd",
                               "x-r2-max-cost-usd", "no_feasible_candidate") from None
+        # Exploration and the decision log (never past `constraints`: candidates are feasible).
+        return decision if self.after_decide is None else self.after_decide(decision, embedding)
 

@@ -36,6 +36,11 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "chromium not found: the dashboard's browser tests need it (apt-get install chromium)"
   fi
 fi
+# PostgreSQL 15 for the decision-log tests (started by the tests themselves, in a temp dir).
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ] && [ "$(id -u)" -eq 0 ] \
+    && command -v apt-get >/dev/null; then
+  apt-get update -q && apt-get install -y -q postgresql
+fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate

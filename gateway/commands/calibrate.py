@@ -53,6 +53,9 @@ def register(sub: Any) -> None:
                    help="split of outcome data to use (default train)")
     p.add_argument("--cache-dir", metavar="DIR", help="embedding cache directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from ..decisionlog.commands import add_from_log_flags
+
+    add_from_log_flags(p, train=False)
     p.set_defaults(func=run)
 
 
@@ -197,7 +200,11 @@ def run(args: argparse.Namespace) -> int:
 
     ckpt = load_checkpoint(args.checkpoint)
     texts = read_queries(Path(args.queries), args.split) if args.queries else None
-    if args.embeddings:
+    if args.from_log:
+        from ..decisionlog.commands import calibrate_from_log
+
+        emb, tokens, source = calibrate_from_log(args, ckpt)
+    elif args.embeddings:
         try:
             emb = np.load(args.embeddings, allow_pickle=False)
         except (OSError, ValueError) as exc:

@@ -15,7 +15,7 @@ def register(subparsers: Any) -> None:
         description="Check the whole data and print its coverage, embed every prompt (cached), "
                     "choose a head variant by cross-validation on the train split, fit it and "
                     "write a checkpoint with prices and policies.")
-    p.add_argument("data", nargs="+", metavar="DATA",
+    p.add_argument("data", nargs="*", metavar="DATA",
                    help="outcome files (.jsonl, .jsonl.gz, .csv, .parquet) with .meta.json")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
     p.add_argument("--embedder", default="local", metavar="NAME",
@@ -44,6 +44,9 @@ def register(subparsers: Any) -> None:
                    help="embedding cache (default $R2_CACHE_DIR or ~/.cache/r2-gateway/embeddings)")
     p.add_argument("--name", help="checkpoint name (default: the directory name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from ..decisionlog.commands import add_from_log_flags
+
+    add_from_log_flags(p, train=True)
     p.set_defaults(func=run)
 
 
@@ -79,6 +82,18 @@ def _budgets(text: str | None) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.from_log:
+        from ..decisionlog.commands import train_from_log
+
+        return train_from_log(args, _train)
+    if not args.data:
+        from router_core.training import DataError
+
+        raise DataError("no data files given", fix="pass outcome files, or --from-log DB")
+    return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from router_core.training import DEFAULT_MIN_ARM_ROWS, embedder_config, train
 
     policy_file, policies = args.policy_file, args.policies

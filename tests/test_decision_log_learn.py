@@ -1,0 +1,78 @@
+"""Learning from the log: a refit on feedback in which one model's answers are systematically
+bad moves decisions away from it; `r2 calibrate --from-log` writes a trade-off table."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from helpers import HASH_DIM, gateway_settings, tiny_checkpoint
+
+from gateway.cli import main as r2
+from router_core import Router
+from router_core.checkpoint import MANIFEST
+
+TOPICS = ["photosynthesis", "volcanoes", "tax law", "sorting algorithms", "the French "
+          "revolution", "black holes", "sourdough", "chess openings", "rust lifetimes",
+          "glaciers", "vaccines", "jazz harmony"]
+
+
+def picks(ckpt: Path, texts: list[str]) -> list[str]:
+    router = Router.load(ckpt, {"kind": "hash", "dim": HASH_DIM})
+    return [router.route(t, lambda_=0.0).model for t in texts]
+
+
+def test_refit_moves_decisions_away_from_an_arm_with_bad_feedback(
+        make_gateway: Any, tmp_path: Path, standin: Any, capsys: Any) -> None:
+    ckpt = tiny_checkpoint(tmp_path / "ckpt")
+    db = tmp_path / "log.sqlite3"
+    settings = gateway_settings(ckpt, standin.base_url)
+    settings["log"] = {"path": str(db), "flush_interval_s": 0.05}
+    settings["explore"] = {"rate": 0.5, "temperature": 5.0, "seed": 3}
+    gw = make_gateway(settings)
+    client = gw.client()
+    for i in range(120):
+        raw = client.chat.completions.with_raw_response.create(
+            model="r2-auto", extra_headers={"x-r2-lambda": "0"},
+            messages=[{"role": "user", "content": f"Tell me about {TOPICS[i % 12]} ({i})"}])
+        model = raw.headers["x-r2-model"]
+        score = 0.1 if model == "strong" else 0.9  # users hate the "strong" model's answers
+        client.post("/feedback", body={"request_id": raw.headers["x-request-id"],
+                                       "score": score}, cast_to=object)
+    assert gw.app.state.decision_log.flush()
+    served = sqlite3.connect(db).execute(
+        "SELECT model, COUNT(*) FROM decisions GROUP BY model").fetchall()
+    assert dict(served)["weak"] >= 20  # exploration gave the other model traffic
+
+    new = [f"What do you know about {t}?" for t in TOPICS]
+    assert picks(ckpt, new) == ["strong"] * len(new)
+    capsys.readouterr()
+    assert r2(["train", "--from-log", str(db), "--checkpoint", str(ckpt),
+               "--out", str(tmp_path / "refit")]) == 0
+    out = capsys.readouterr().out
+    assert "validation AUDC (off-policy IPS estimate" in out
+    after = picks(tmp_path / "refit", new)
+    assert after.count("weak") >= len(new) - 1, after
+    manifest = json.loads((tmp_path / "refit" / MANIFEST).read_text())
+    assert manifest["provenance"]["refit_from_log"]["records"] == 120
+    assert "decision log" in manifest["tradeoff"]["source"]
+
+    assert r2(["calibrate", "--checkpoint", str(ckpt), "--from-log", str(db),
+               "--out", str(tmp_path / "cal")]) == 0
+    table = json.loads((tmp_path / "cal" / MANIFEST).read_text())["tradeoff"]
+    assert table["queries"] == 120 and table["source"].startswith("decision log")
+
+
+def test_from_log_needs_a_base_and_scored_records(tmp_path: Path, capsys: Any) -> None:
+    from gateway.decisionlog import open_store
+
+    db = tmp_path / "empty.sqlite3"
+    open_store(str(db)).close()
+    assert r2(["train", "--from-log", str(db), "--out", str(tmp_path / "x")]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+    ckpt = tiny_checkpoint(tmp_path / "ckpt")
+    assert r2(["train", "--from-log", str(db), "--checkpoint", str(ckpt),
+               "--out", str(tmp_path / "x")]) == 2
+    assert "no feedback-scored records" in capsys.readouterr().err
