@@ -18,20 +18,21 @@ from redisd import free_port
 
 class GatewayProcess:
     def __init__(self, config: dict[str, Any], workdir: Path, name: str,
-                 *extra_args: str) -> None:
+                 *extra_args: str, env: dict[str, str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.port = free_port()
         self.log_path = workdir / f"{name}.log"
-        env = {**os.environ, "PYTHONPATH": str(REPO), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        environ = {**os.environ, "PYTHONPATH": str(REPO), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        environ.update(env or {})
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config_path),
              "--port", str(self.port), *extra_args],
-            cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            cwd=REPO, env=environ, stdout=self._log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout_s: float = 180) -> GatewayProcess:
