@@ -27,6 +27,16 @@ for arg in "$@"; do
   esac
 done
 
+# System packages the scale-out tests start (issue 14): redis-server (shared state) and kubectl
+# (`kubectl kustomize deploy/k8s`; Debian's `kubectl` package, from the Kubernetes apt source).
+# Skipped when both are there; installing needs root.
+SYS_PKGS=()
+command -v redis-server >/dev/null 2>&1 || SYS_PKGS+=(redis-server)
+command -v kubectl >/dev/null 2>&1 || SYS_PKGS+=(kubectl)
+if [ "${#SYS_PKGS[@]}" -gt 0 ]; then
+  apt-get update && apt-get install -y "${SYS_PKGS[@]}"
+fi
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
