@@ -182,7 +182,7 @@ class RedisStore:
         self._client = Redis.from_url(
             self.url, decode_responses=True, socket_timeout=self.timeout_s,
             socket_connect_timeout=self.timeout_s, retry=Retry(NoBackoff(), 0),
-            health_check_interval=0)
+            health_check_interval=0, lib_name=None, lib_version=None)
         self._script = self._client.register_script(_INCR_WINDOW)
         if await self._ping():
             self._mark(True)
