@@ -74,10 +74,16 @@ def prepare_metrics_dir() -> tuple[Path, bool]:
     return path, True
 
 
-def serve_workers(config_path: str, workers: int, server: Any, **options: Any) -> None:
+def serve_workers(config_path: str, workers: int, server: Any, shared: bool,
+                  **options: Any) -> None:
     """Run `workers` gateway processes on one socket until interrupted (`server`: the
-    `ServerSettings`, for the head limits and the connection cap)."""
+    `ServerSettings`, for the head limits and the connection cap; `shared`: whether state is
+    in Redis)."""
     from uvicorn.supervisors import Multiprocess
+
+    if not shared:
+        log.warning("%d workers without state.redis_url: each keeps its own cooldowns, "
+                    "sessions, rate-limit counts and pacing (docs/scaling.md)", workers)
 
     os.environ[CONFIG_ENV] = str(Path(config_path).resolve())
     os.environ[LOG_LEVEL_ENV] = str(options.get("log_level", "info"))

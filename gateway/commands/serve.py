@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
         from ..workers import serve_workers
 
         raise_fd_limit(settings.server)
-        serve_workers(args.config, workers, settings.server, host=args.host, port=args.port,
-                      log_level=args.log_level, access_log=False, timeout_graceful_shutdown=5)
+        serve_workers(args.config, workers, settings.server, settings.state is not None,
+                      host=args.host, port=args.port, log_level=args.log_level,
+                      access_log=False, timeout_graceful_shutdown=5)
         return 0
     app = build_app(settings)
     # LiteLLM and the model leave ~400k long-lived objects; every full collection would walk
