@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         from ..workers import serve_workers
 
         raise_fd_limit(settings.server)
-        serve_workers(args.config, workers, settings.server, settings.state is not None,
+        shared = settings.state is not None and settings.state.redis_url is not None
+        serve_workers(args.config, workers, settings.server, shared,
                       host=args.host, port=args.port, log_level=args.log_level,
                       access_log=False, timeout_graceful_shutdown=5)
         return 0
