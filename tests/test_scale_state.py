@@ -26,7 +26,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-async def redis_store(server: RedisServer, prefix: str, timeout_s: float = 0.05,
+async def redis_store(server: RedisServer, prefix: str, timeout_s: float = 0.5,
                       reconnect_s: float = 0.2) -> RedisStore:
     store = RedisStore(server.url, prefix, timeout_s=timeout_s, reconnect_interval_s=reconnect_s)
     await store.start()

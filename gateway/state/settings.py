@@ -22,7 +22,7 @@ class StateSettings(_Strict):
     key_prefix: str = Field(default="r2:", min_length=1, max_length=64)
     #: Bound on one Redis command (connect, send and answer): a request never waits longer
     #: for Redis, and falls back to in-process state when it would have to.
-    timeout_s: float = Field(default=0.05, gt=0, le=5)
+    timeout_s: float = Field(default=0.1, gt=0, le=5)
     #: How often a replica reads the shared cooldowns and pushes its pacing steps.
     sync_interval_s: float = Field(default=0.25, gt=0, le=10)
     #: How often an unreachable Redis is tried again.

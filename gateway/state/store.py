@@ -157,7 +157,7 @@ class RedisUnavailable(Exception):
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str = "r2:", timeout_s: float = 0.05,
+    def __init__(self, url: str, prefix: str = "r2:", timeout_s: float = 0.1,
                  reconnect_interval_s: float = 1.0, fallback: MemoryStore | None = None,
                  metrics: StoreMetrics | None = None) -> None:
         self.url = url
@@ -206,7 +206,7 @@ class RedisStore:
     async def _ping(self) -> bool:
         try:
             self.metrics.round_trip()
-            await asyncio.wait_for(self._client.ping(), self.timeout_s * 4)
+            await asyncio.wait_for(self._client.ping(), self.timeout_s * 2)
             return True
         except Exception:  # noqa: BLE001 - any failure means: not reachable now
             return False
@@ -225,13 +225,14 @@ class RedisStore:
             if await self._ping():
                 self._mark(True)
 
-    async def _call(self, make: Callable[[], Any]) -> Any:
-        """One bounded round trip, or `RedisUnavailable` (Redis marked down)."""
+    async def _call(self, make: Callable[[], Any], round_trips: int = 1) -> Any:
+        """One bounded call (`round_trips` x `timeout_s`), or `RedisUnavailable` (Redis
+        marked down)."""
         if not self._up:
             raise RedisUnavailable
         try:
             self.metrics.round_trip()
-            return await asyncio.wait_for(make(), self.timeout_s * 2)
+            return await asyncio.wait_for(make(), self.timeout_s * round_trips)
         except Exception as exc:
             if self._up:
                 log.warning("state: Redis failed (%s); serving on in-process state",
@@ -284,7 +285,8 @@ class RedisStore:
 
     async def update(self, key: str, change: Callable[[str | None], str]) -> str:
         try:
-            value: str = await self._call(lambda: self._update(self.prefix + key, change))
+            # WATCH, GET, MULTI/EXEC: three round trips, more when another replica interferes.
+            value: str = await self._call(lambda: self._update(self.prefix + key, change), 6)
         except RedisUnavailable:
             return await self.memory.update(key, change)
         await self.memory.update(key, lambda _: value)
