@@ -217,6 +217,7 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
         admitted = False
         try:
             check_auth(request, svc)
+            await svc.state.rate_limit(request.headers)
             check_content_type(request.headers.get("content-type"))
             _shed_if_full(svc)
             raw = await read_body(request, server.max_body_bytes,
@@ -226,9 +227,12 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
                     parser, parse_request, raw, server.max_messages, validate)
             else:
                 body = parse_request(raw, server.max_messages, validate)
+            session = svc.state.sessions.bind(request.headers, body)
             svc.admit()
             admitted = True
             response = await handler(request, body, svc)
+            if session is not None:
+                session.stamp(response.headers)
             if isinstance(response, StreamingResponse):
                 response, admitted = HeldStream(response, svc.release), False
         except Exception as exc:  # noqa: BLE001 - every failure leaves through the table
@@ -286,6 +290,7 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
         if settings.server.protect_probes:
             check_auth(request, svc)
         ready, report = await readiness.report()
+        svc.state.annotate(ready, report)
         if ready:
             report["models"] = list(svc.scorer.models)
         return JSONResponse(report, status_code=200 if ready else 503)

@@ -30,6 +30,7 @@ from router_core.embedders import check_options
 from router_core.policies import RELEASE_PROTOCOLS, CapRule, Placement, ServingProtocol
 
 from .decisionlog.settings import ExploreSettings, LogSettings
+from .state.settings import RateLimitSettings, SessionSettings, StateSettings
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -114,6 +115,10 @@ class ServerSettings(_Strict):
     protect_probes: bool = False
     #: How long `/readyz` reuses its embedding probe, so probes cannot load the embedder.
     readiness_cache_s: float = Field(default=2.0, ge=0)
+    #: Worker processes on one port (`r2 serve --workers` overrides); docs/scaling.md.
+    workers: int = Field(default=1, ge=1, le=256)
+    #: Requests per API key in a window, across replicas with `state.redis_url` (429 beyond).
+    rate_limits: RateLimitSettings | None = None
 
     @field_validator("api_keys")
     @classmethod
@@ -195,6 +200,9 @@ class GatewaySettings(_Strict):
     log: LogSettings | None = None
     #: Exploration with propensities (needs `log:` to be of use).
     explore: ExploreSettings | None = None
+    #: Shared state (`redis_url`) for workers and replicas; in the process when unset.
+    state: StateSettings | None = None
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
 
     @model_validator(mode="before")
     @classmethod

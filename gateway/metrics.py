@@ -6,6 +6,8 @@ gateway's own routes, models are configured deployment names, statuses are numbe
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -26,6 +28,10 @@ if TYPE_CHECKING:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        #: Workers (`r2 serve --workers`): values go to PROMETHEUS_MULTIPROC_DIR and a scrape
+        #: of any worker sums them; gauges read at scrape time are polled instead (`refresh`).
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self._polled: list[tuple[Gauge, Callable[[], float]]] = []
         r = self.registry
         self.requests = Counter("r2_requests_total", "HTTP requests by endpoint and status",
                                 ["endpoint", "status"], registry=r)
@@ -65,23 +71,42 @@ class Metrics:
     def add_pacing(self, pacer: Pacer) -> None:
         """Spend-pacing gauges, read from the controller at scrape time."""
         r = self.registry
-        Gauge("r2_pacing_tradeoff", "Default trade-off set by spend pacing",
-              registry=r).set_function(lambda: pacer.current)
-        Gauge("r2_pacing_spend_usd_per_hour", "Realised spend rate (smoothed over tau/4)",
-              registry=r).set_function(pacer.spend_usd_per_hour)
-        Gauge("r2_pacing_target_usd_per_hour", "Spend target", registry=r).set(
-            pacer.target * 3600.0)
-        Gauge("r2_pacing_target_unreachable", "1: over target at the cheapest bound; -1: "
-              "under target at the dearest bound; 0: tracking", registry=r).set_function(
-            lambda: pacer.unreachable)
+        self.gauge("r2_pacing_tradeoff", "Default trade-off set by spend pacing",
+                   lambda: pacer.current, "livemax")
+        self.gauge("r2_pacing_spend_usd_per_hour", "Realised spend rate (smoothed over tau/4)",
+                   pacer.spend_usd_per_hour, "livemax")
+        Gauge("r2_pacing_target_usd_per_hour", "Spend target", registry=r,
+              multiprocess_mode="livemax").set(pacer.target * 3600.0)
+        self.gauge("r2_pacing_target_unreachable", "1: over target at the cheapest bound; -1: "
+                   "under target at the dearest bound; 0: tracking",
+                   lambda: pacer.unreachable, "livemax")
 
     def add_embed_cache(self, cache: EmbeddingCache) -> None:
         """Embedding-cache gauges, read from the cache at scrape time."""
-        r = self.registry
-        Gauge("r2_embed_cache_entries", "Embeddings held by the cache",
-              registry=r).set_function(lambda: len(cache))
-        Gauge("r2_embed_cache_hit_ratio", "Hits over lookups since start-up",
-              registry=r).set_function(cache.hit_ratio)
+        self.gauge("r2_embed_cache_entries", "Embeddings held by the cache",
+                   lambda: len(cache), "livesum")
+        self.gauge("r2_embed_cache_hit_ratio", "Hits over lookups since start-up",
+                   cache.hit_ratio, "livemax")
+
+    def gauge(self, name: str, doc: str, read: Callable[[], float], mode: str) -> None:
+        """A gauge read at scrape time; with workers, polled by `refresh` and combined over
+        the live workers by `mode` (prometheus-client's multiprocess modes)."""
+        g = Gauge(name, doc, registry=self.registry, multiprocess_mode=mode)  # type: ignore[arg-type]
+        if self.multiprocess:
+            self._polled.append((g, read))
+        else:
+            g.set_function(read)
+
+    def refresh(self) -> None:
+        for g, read in self._polled:
+            g.set(read())
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        self.refresh()
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -48,6 +48,7 @@ from .errors import APIError, bad_request
 from .metrics import Metrics
 from .pacing import Pacer, default_knob, make_pacer
 from .protocol import RouteHeaders
+from .state.core import SharedState
 from .tokens import InputTokenCounter
 from .upstream import Upstream
 
@@ -155,6 +156,9 @@ class Service:
         if self.pacing is not None:
             self.metrics.add_pacing(self.pacing)
         self.upstream = make_upstream(settings, self.checkpoint)
+        #: Cooldowns, pacing, sessions and rate limits, shared with replicas via Redis if set.
+        self.state = SharedState(settings, self.metrics, self.scorer.policy_for)
+        self.state.share(self.upstream, self.pacing)
         srv = settings.server
         self.batcher = MicroBatcher(self.embedder, srv.embed_batch_window_ms / 1000,
                                     srv.embed_max_batch, srv.embed_timeout_s,
@@ -193,6 +197,7 @@ class Service:
     async def start(self) -> None:
         self._unredact = redaction.install(self.secrets)
         self.batcher.start()
+        await self.state.start()
         # Warm the embedder (ONNX session, tokenizer) off the request path; a remote embedder
         # that is down at start-up only makes /readyz say so.
         self._warmup: asyncio.Future[None] = asyncio.ensure_future(self._warm())
@@ -213,6 +218,7 @@ class Service:
         await self.batcher.stop()
         self._cpu.shutdown(wait=False, cancel_futures=True)
         await self.upstream.aclose()
+        await self.state.stop()
         self.embedder.close()
         self._unredact()
 
@@ -249,6 +255,7 @@ class Service:
             decision = self.decide(*args)
         else:
             decision = await loop.run_in_executor(self._cpu, self.decide, *args)
+        decision = await self.state.sessions.stick(decision, self.upstream.cooldowns.cooling())
         self.metrics.route_seconds.observe(time.perf_counter() - start)
         return decision
 

@@ -27,19 +27,22 @@ for arg in "$@"; do
   esac
 done
 
-# The dashboard's browser tests drive Debian's chromium with Playwright (never `playwright
-# install`, which downloads a browser): install it when it is missing and we may.
-if ! command -v chromium >/dev/null 2>&1; then
+# System packages the tests start (CI runs as root on a possibly new machine): redis-server
+# (shared state, issue 14), kubectl (`kubectl kustomize deploy/k8s`), PostgreSQL 15 (the decision
+# log's PostgreSQL store) and chromium (the dashboard's browser tests, driven by Playwright with
+# the system browser: never `playwright install`, which downloads one). Skipped when present.
+SYS_PKGS=()
+command -v redis-server >/dev/null 2>&1 || SYS_PKGS+=(redis-server)
+command -v kubectl >/dev/null 2>&1 || SYS_PKGS+=(kubectl)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || SYS_PKGS+=(postgresql)
+command -v chromium >/dev/null 2>&1 || SYS_PKGS+=(chromium)
+if [ "${#SYS_PKGS[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -q && apt-get install -y -q chromium
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${SYS_PKGS[@]}"
   else
-    echo "chromium not found: the dashboard's browser tests need it (apt-get install chromium)"
+    echo "missing system packages (install them as root: apt-get install ${SYS_PKGS[*]});" \
+         "the tests that need them skip (and fail under CI=true)"
   fi
-fi
-# PostgreSQL 15 for the decision-log tests (started by the tests themselves, in a temp dir).
-if [ ! -x /usr/lib/postgresql/15/bin/initdb ] && [ "$(id -u)" -eq 0 ] \
-    && command -v apt-get >/dev/null; then
-  apt-get update -q && apt-get install -y -q postgresql
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

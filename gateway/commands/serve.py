@@ -1,4 +1,5 @@
-"""`r2 serve --config gateway.yaml [--host H] [--port P]`: the gateway on uvicorn."""
+"""`r2 serve --config gateway.yaml [--host H] [--port P] [--workers N]`: the gateway on
+uvicorn (N processes on one port with `--workers`, gateway/workers.py)."""
 
 from __future__ import annotations
 
@@ -15,22 +16,40 @@ def register(sub: Any) -> None:
                    help="interface to listen on (default %(default)s; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8080, metavar="P",
                    help="TCP port to listen on (default %(default)s)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes on one port (default: server.workers, 1)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..app import build_app
-    from ..config import load_settings
+    from ..config import ConfigError, load_settings
     from ..server import raise_fd_limit, uvicorn_config
 
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(args.log_level)
     settings = load_settings(args.config)
+    workers = args.workers if args.workers is not None else settings.server.workers
+    if workers < 1:
+        raise ConfigError("--workers: must be at least 1")
+    if workers > 1:
+        from ..workers import serve_workers
+
+        raise_fd_limit(settings.server)
+        shared = settings.state is not None and settings.state.redis_url is not None
+        serve_workers(args.config, workers, settings.server, shared,
+                      host=args.host, port=args.port, log_level=args.log_level,
+                      access_log=False, timeout_graceful_shutdown=5)
+        return 0
     app = build_app(settings)
     # LiteLLM and the model leave ~400k long-lived objects; every full collection would walk
     # them (~0.5 s with the event loop stopped, the p99 under load). Freeze them out of it.
