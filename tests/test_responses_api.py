@@ -59,6 +59,11 @@ def test_response_cut_at_the_cap_is_incomplete(gw: Any, standin: Any) -> None:
     assert response.incomplete_details is not None
     assert response.incomplete_details.reason == "max_output_tokens"
     assert response.output_text == "Hello from the"
+    events = list(gw.client().responses.create(model="weak", input=QUESTION, stream=True,
+                                               max_output_tokens=3))
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.incomplete_details.reason == "max_output_tokens"
+    assert events[-1].response.output_text == "Hello from the"
 
 
 def test_response_stream_r2_auto(gw: Any, standin: Any) -> None:
