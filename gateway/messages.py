@@ -129,9 +129,9 @@ def to_chat(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     )
 
     validate_messages_body(body)
-    chat, names = LiteLLMAnthropicMessagesAdapter().translate_anthropic_to_openai(
+    translated, names = LiteLLMAnthropicMessagesAdapter().translate_anthropic_to_openai(
         json.loads(json.dumps(body)))  # the adapter may change what it is given
-    chat = {k: v for k, v in dict(chat).items() if v is not None}
+    chat: dict[str, Any] = {k: v for k, v in dict(translated).items() if v is not None}
     chat["messages"] = [{k: v for k, v in m.items() if v is not None or k == "content"}
                         for m in chat["messages"]]
     if chat.get("stream"):  # the usage event carries message_delta's output_tokens

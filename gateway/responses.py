@@ -36,11 +36,12 @@ from .service import Service
 
 #: Fields that need server-side state this gateway does not keep: refused unless at the
 #: value that asks for none.
-STATEFUL = {"store": (None, False), "previous_response_id": (None,), "conversation": (None,),
-            "background": (None, False), "prompt": (None,)}
+STATEFUL: dict[str, tuple[Any, ...]] = {
+    "store": (None, False), "previous_response_id": (None,), "conversation": (None,),
+    "background": (None, False), "prompt": (None,)}
 #: Fields with no chat equivalent: refused unless at their no-op value.
-UNSUPPORTED = {"truncation": (None, "disabled"), "max_tool_calls": (None,),
-               "top_logprobs": (None, 0)}
+UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "truncation": (None, "disabled"), "max_tool_calls": (None,), "top_logprobs": (None, 0)}
 #: Extras `include` may ask for that this bridge can honour (it produces no reasoning items,
 #: so there is no encrypted reasoning to leave out).
 INCLUDABLE = frozenset({"reasoning.encrypted_content"})
@@ -153,7 +154,8 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
 
     validate_responses_body(body)
     bridge = LiteLLMCompletionResponsesConfig
-    options = {k: v for k, v in body.items() if k in BRIDGED and k not in ("model", "input")}
+    options: Any = {k: v for k, v in body.items()
+                    if k in BRIDGED and k not in ("model", "input")}
     try:
         bridged = bridge.transform_responses_api_request_to_chat_completion_request(
             model=body["model"], input=json.loads(json.dumps(body["input"])),

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import httpx
-import openai
 import pytest
 from helpers import gateway_settings, tiny_checkpoint
 from standin import TOOL_CALL_ID, Behaviour
