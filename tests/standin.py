@@ -124,6 +124,37 @@ async def _tool_stream(model: str, name: str, arguments: str, body: dict[str, An
     yield "data: [DONE]\n\n"
 
 
+def _anthropic_message(model: str, b: Behaviour, max_tokens: int | None) -> dict[str, Any]:
+    """As Anthropic's Messages API answers (for deployments with an `anthropic/` model)."""
+    done = _completion(model, b, max_tokens)
+    text = done["choices"][0]["message"]["content"]
+    stop = "max_tokens" if done["choices"][0]["finish_reason"] == "length" else "end_turn"
+    return {"id": "msg_standin", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}], "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 11, "output_tokens": len(text.split())}}
+
+
+async def _anthropic_stream(message: dict[str, Any]) -> Any:
+    def event(data: dict[str, Any]) -> str:
+        return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n"
+
+    words = message["content"][0]["text"].split()
+    yield event({"type": "message_start", "message": {
+        **message, "content": [], "stop_reason": None,
+        "usage": {"input_tokens": 11, "output_tokens": 1}}})
+    yield event({"type": "content_block_start", "index": 0,
+                 "content_block": {"type": "text", "text": ""}})
+    for i, word in enumerate(words):
+        yield event({"type": "content_block_delta", "index": 0,
+                     "delta": {"type": "text_delta", "text": (" " if i else "") + word}})
+    yield event({"type": "content_block_stop", "index": 0})
+    yield event({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"],
+                                                    "stop_sequence": None},
+                 "usage": {"output_tokens": len(words)}})
+    yield event({"type": "message_stop"})
+
+
 def build_app(state: StandIn) -> Starlette:
     async def chat(request: Request) -> Response:
         body = await request.json()
@@ -160,6 +191,16 @@ def build_app(state: StandIn) -> Starlette:
         finally:
             state.active -= 1
 
+    async def messages(request: Request) -> Response:
+        body = await request.json()
+        state.received.append({"headers": dict(request.headers), "body": body,
+                               "path": request.url.path})
+        model = str(body.get("model"))
+        message = _anthropic_message(model, state.behaviour(model), body.get("max_tokens"))
+        if body.get("stream"):
+            return StreamingResponse(_anthropic_stream(message), media_type="text/event-stream")
+        return JSONResponse(message)
+
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": []})
 
@@ -176,6 +217,7 @@ def build_app(state: StandIn) -> Starlette:
 
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
                              Route("/v1/embeddings", embeddings, methods=["POST"]),
+                             Route("/v1/messages", messages, methods=["POST"]),
                              Route("/v1/models", models)])
 
 

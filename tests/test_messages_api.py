@@ -184,3 +184,31 @@ def test_message_bad_input_gets_anthropic_errors(gw: Any, standin: Any, body: di
                               headers={"x-api-key": "gw-key"}, timeout=30)
     assert invalid_json.status_code == 400
     assert invalid_json.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_message_to_an_anthropic_deployment(tmp_path: Any, make_gateway: Any,
+                                            standin: Any) -> None:
+    """A routed Messages request reaches an Anthropic deployment in Anthropic's own protocol
+    (LiteLLM speaks it), capped by the policy, and comes back as a Messages answer."""
+    settings = gateway_settings(tiny_checkpoint(tmp_path / "ck"), standin.base_url)
+    settings["deployments"][0].update(model="anthropic/claude-standin",
+                                      api_base=standin.base_url.removesuffix("/v1"))
+    sdk = client(make_gateway(settings), api_key="any")
+    raw = sdk.messages.with_raw_response.create(
+        model="r2-auto", max_tokens=500, system="You are a botanist.", messages=USER,
+        extra_headers={"x-r2-lambda": "0"})
+    message = raw.parse()
+    rec = standin.received[-1]
+    assert rec["path"] == "/v1/messages"
+    assert rec["body"]["model"] == "claude-standin" and rec["body"]["max_tokens"] == 10
+    system = rec["body"]["system"]
+    text = system if isinstance(system, str) else " ".join(b["text"] for b in system)
+    assert text.startswith("You are a botanist.") and "10 tokens or fewer" in text
+    assert rec["body"]["messages"][-1]["role"] == "user"
+    assert raw.headers["x-r2-model"] == "strong" and raw.headers["x-r2-budget"] == "10"
+    assert message.model == "strong" and message.stop_reason == "end_turn"
+    assert message.content[0].text == "Hello from the stand-in."  # type: ignore[union-attr]
+    with sdk.messages.stream(model="r2-auto", max_tokens=500, messages=USER,
+                             extra_headers={"x-r2-lambda": "0"}) as stream:
+        assert "".join(stream.text_stream) == "Hello from the stand-in."
+    assert standin.received[-1]["body"]["stream"] is True
