@@ -31,10 +31,12 @@ from .config import GatewaySettings
 from .decisionlog import DecisionLog, decision_hook, handle_feedback, validate_feedback
 from .embeddings import handle_embeddings, validate_embedding_body
 from .errors import APIError, to_api_error
+from .messages import anthropic_error, handle_messages, parse_messages_request
 from .metrics import CONTENT_TYPE
 from .protocol import check_content_type, parse_json_body, validate_chat_body
 from .readiness import Readiness
 from .requestlog import RequestLog
+from .responses import handle_responses, parse_responses_request
 from .service import Service
 from .ui import mount_ui
 
@@ -80,7 +82,9 @@ def check_auth(request: Request, svc: Service) -> None:
         return
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token:
+    if not (scheme.lower() == "bearer" and token):
+        token = request.headers.get("x-api-key", "")  # as the Anthropic SDK sends it
+    if token:
         for key in keys:
             if hmac.compare_digest(token.encode(), key.get_secret_value().encode()):
                 return
@@ -210,7 +214,9 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
     server = settings.server
 
     async def endpoint(request: Request, name: str, handler: Handler,
-                       validate: Validator = validate_chat_body) -> Response:
+                       validate: Validator = validate_chat_body,
+                       render_error: Callable[[APIError], Response] = APIError.response
+                       ) -> Response:
         # Order matters: an unauthenticated or slow client must not hold an admission slot.
         # Key first, then the body under its own short timeout, then parsing (off the loop
         # when large), and only then a slot, for the work itself.
@@ -239,7 +245,7 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
             err = to_api_error(exc, svc.secrets)
             request.state.error = err.code if isinstance(exc, APIError) \
                 else f"{err.code}:{type(exc).__name__}"
-            response = err.response()
+            response = render_error(err)
         finally:
             if admitted:
                 svc.release()
@@ -267,6 +273,16 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Response:
         return await endpoint(request, "/v1/feedback", handle_feedback, validate_feedback)
+
+    @app.post("/v1/responses")
+    async def responses(request: Request) -> Response:
+        return await endpoint(request, "/v1/responses", handle_responses,
+                              parse_responses_request)
+
+    @app.post("/v1/messages")
+    async def messages(request: Request) -> Response:
+        return await endpoint(request, "/v1/messages", handle_messages,
+                              parse_messages_request, anthropic_error)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -52,14 +52,56 @@ def _same(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+class StreamRenderer(Protocol):
+    """One stream's events in an endpoint's wire format, from the pipeline's chat chunks.
+    Stateful (one per stream): wire formats that open and close items (Responses, Anthropic
+    Messages) need to know what they already sent. Each method returns whole SSE events."""
+
+    def chunk(self, data: dict[str, Any]) -> list[str]: ...
+
+    def error(self, err: APIError) -> list[str]: ...
+
+    def end(self) -> list[str]: ...
+
+
+def named_event(data: dict[str, Any]) -> str:
+    """An SSE event named by its payload's `type` (Responses and Anthropic Messages streams)."""
+    return f"event: {data['type']}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+class ChunkEvents:
+    """Chat-style streams: one `data:` event per chunk, errors in-band, `data: [DONE]`."""
+
+    def __init__(self, render_chunk: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+        self.render_chunk = render_chunk
+
+    def chunk(self, data: dict[str, Any]) -> list[str]:
+        rendered = self.render_chunk(data)
+        if rendered is None:
+            return []
+        return [f"data: {json.dumps(rendered, separators=(',', ':'))}\n\n"]
+
+    def error(self, err: APIError) -> list[str]:
+        return [f"data: {json.dumps(err.body())}\n\n"]
+
+    def end(self) -> list[str]:
+        return ["data: [DONE]\n\n"]
+
+
 @dataclass(frozen=True)
 class Codec:
     """How an endpoint renders the chat pipeline's answer in its own wire format: a whole
-    answer (`render`) and a stream chunk (`render_chunk`, None to send nothing). Both get the
-    chat-completion form, after usage and finish reasons were observed."""
+    answer (`render`) and a stream, either chunk by chunk (`render_chunk`, None to send
+    nothing) or, for wire formats with state, by a `StreamRenderer` made per stream
+    (`streamer`). All get the chat-completion form, after usage and finish reasons were
+    observed."""
 
     render: Callable[[dict[str, Any]], dict[str, Any]] = _same
     render_chunk: Callable[[dict[str, Any]], dict[str, Any] | None] = _same
+    streamer: Callable[[], StreamRenderer] | None = None
+
+    def open_stream(self) -> StreamRenderer:
+        return self.streamer() if self.streamer is not None else ChunkEvents(self.render_chunk)
 
 
 #: Chat Completions: the pipeline's own format.
@@ -338,6 +380,7 @@ async def _sse(iterator: AsyncIterator[Any], head: Any, svc: Service, outcome: O
     deadline = time.monotonic() + server.max_stream_s
     sent = 0
     chunk: Any = head
+    renderer = codec.open_stream()
     try:
         while True:
             data = _to_dict(chunk)
@@ -346,9 +389,7 @@ async def _sse(iterator: AsyncIterator[Any], head: Any, svc: Service, outcome: O
             _observe_usage(svc, outcome, data)  # usage chunk and finish reasons
             if note:  # an SSE comment: clients ignore it, a reader of the stream sees it
                 yield f": x-r2-usage {note}\n"
-            rendered = codec.render_chunk(data)
-            if rendered is not None:
-                event = f"data: {json.dumps(rendered, separators=(',', ':'))}\n\n"
+            for event in renderer.chunk(data):
                 sent += len(event)
                 if sent > server.max_response_bytes:
                     raise ResponseTooLargeError(server.max_response_bytes)
@@ -371,11 +412,13 @@ async def _sse(iterator: AsyncIterator[Any], head: Any, svc: Service, outcome: O
         err = to_api_error(exc, svc.secrets)
         svc.metrics.upstream_errors.labels(outcome.deployment, str(err.status)).inc()
         state.error = err.code
-        yield f"data: {json.dumps(err.body())}\n\n"
+        for event in renderer.error(err):
+            yield event
     finally:
         await _close(iterator)
         _pace(svc, outcome, None)
-    yield "data: [DONE]\n\n"
+    for event in renderer.end():
+        yield event
 
 
 def _stream_too_long(limit_s: float) -> APIError:

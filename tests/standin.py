@@ -44,6 +44,9 @@ class Behaviour:
     #: Error message; `{authorization}` and `{key}` are replaced by the Authorization header
     #: received and the key in it, as providers that quote the rejected key do.
     message: str | None = None
+    #: Answer a request that offers tools with a call to this tool, with these JSON arguments
+    #: (streamed in two pieces, as providers split them).
+    tool_call: tuple[str, str] | None = None
 
 
 @dataclass
@@ -85,6 +88,73 @@ def _completion(model: str, b: Behaviour, max_tokens: int | None) -> dict[str, A
     }
 
 
+TOOL_CALL_ID = "call_standin"
+
+
+def _tool_completion(model: str, name: str, arguments: str) -> dict[str, Any]:
+    call = {"id": TOOL_CALL_ID, "type": "function",
+            "function": {"name": name, "arguments": arguments}}
+    return {
+        "id": "chatcmpl-standin", "object": "chat.completion", "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": None,
+                                             "tool_calls": [call]},
+                     "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+    }
+
+
+async def _tool_stream(model: str, name: str, arguments: str, body: dict[str, Any]) -> Any:
+    base = {"id": "chatcmpl-standin", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": model}
+    half = len(arguments) // 2
+    deltas = [{"role": "assistant", "content": None, "tool_calls": [
+                  {"index": 0, "id": TOOL_CALL_ID, "type": "function",
+                   "function": {"name": name, "arguments": ""}}]},
+              {"tool_calls": [{"index": 0, "function": {"arguments": arguments[:half]}}]},
+              {"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]}]
+    for delta in deltas:
+        yield "data: " + json.dumps({**base, "choices": [
+            {"index": 0, "delta": delta, "finish_reason": None}]}) + "\n\n"
+    yield "data: " + json.dumps({**base, "choices": [
+        {"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}) + "\n\n"
+    if (body.get("stream_options") or {}).get("include_usage"):
+        usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        yield "data: " + json.dumps({**base, "choices": [], "usage": usage}) + "\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def _anthropic_message(model: str, b: Behaviour, max_tokens: int | None) -> dict[str, Any]:
+    """As Anthropic's Messages API answers (for deployments with an `anthropic/` model)."""
+    done = _completion(model, b, max_tokens)
+    text = done["choices"][0]["message"]["content"]
+    stop = "max_tokens" if done["choices"][0]["finish_reason"] == "length" else "end_turn"
+    return {"id": "msg_standin", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}], "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 11, "output_tokens": len(text.split())}}
+
+
+async def _anthropic_stream(message: dict[str, Any]) -> Any:
+    def event(data: dict[str, Any]) -> str:
+        return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n"
+
+    words = message["content"][0]["text"].split()
+    yield event({"type": "message_start", "message": {
+        **message, "content": [], "stop_reason": None,
+        "usage": {"input_tokens": 11, "output_tokens": 1}}})
+    yield event({"type": "content_block_start", "index": 0,
+                 "content_block": {"type": "text", "text": ""}})
+    for i, word in enumerate(words):
+        yield event({"type": "content_block_delta", "index": 0,
+                     "delta": {"type": "text_delta", "text": (" " if i else "") + word}})
+    yield event({"type": "content_block_stop", "index": 0})
+    yield event({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"],
+                                                    "stop_sequence": None},
+                 "usage": {"output_tokens": len(words)}})
+    yield event({"type": "message_stop"})
+
+
 def build_app(state: StandIn) -> Starlette:
     async def chat(request: Request) -> Response:
         body = await request.json()
@@ -106,6 +176,11 @@ def build_app(state: StandIn) -> Starlette:
                                                "param": None, "code": None}},
                                     status_code=b.status, headers=headers)
             cap = body.get("max_tokens") or body.get("max_completion_tokens")
+            if b.tool_call is not None and body.get("tools"):
+                if body.get("stream"):
+                    return StreamingResponse(_tool_stream(model, *b.tool_call, body),
+                                             media_type="text/event-stream")
+                return JSONResponse(_tool_completion(model, *b.tool_call))
             if body.get("stream"):
                 return StreamingResponse(_stream(state, model, b, cap, body),
                                          media_type="text/event-stream")
@@ -115,6 +190,16 @@ def build_app(state: StandIn) -> Starlette:
             raise
         finally:
             state.active -= 1
+
+    async def messages(request: Request) -> Response:
+        body = await request.json()
+        state.received.append({"headers": dict(request.headers), "body": body,
+                               "path": request.url.path})
+        model = str(body.get("model"))
+        message = _anthropic_message(model, state.behaviour(model), body.get("max_tokens"))
+        if body.get("stream"):
+            return StreamingResponse(_anthropic_stream(message), media_type="text/event-stream")
+        return JSONResponse(message)
 
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": []})
@@ -132,6 +217,7 @@ def build_app(state: StandIn) -> Starlette:
 
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
                              Route("/v1/embeddings", embeddings, methods=["POST"]),
+                             Route("/v1/messages", messages, methods=["POST"]),
                              Route("/v1/models", models)])
 
 
