@@ -247,6 +247,39 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]
     return out
 
 
+def stage_report(targets: list[Target]) -> list[str]:
+    """Mean time per routing stage and the embedding batch sizes, from each routed gateway's
+    `/metrics` (all passes and concurrencies together)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = ["", "where the time goes (gateway /metrics over the whole run): mean ms per stage; "
+           "embedding batch sizes"]
+    for t in targets:
+        if t.model != "r2-auto":
+            continue
+        text = httpx.get(f"http://{HOST}:{t.port}/metrics", timeout=30).text
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        batches: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "r2_stage_seconds_sum":
+                    sums[sample.labels["stage"]] = sample.value
+                elif sample.name == "r2_stage_seconds_count":
+                    counts[sample.labels["stage"]] = sample.value
+                elif sample.name == "r2_embedding_batch_size_bucket":
+                    batches[sample.labels["le"]] = sample.value
+        means = "  ".join(f"{k} {sums[k] / counts[k] * 1000:.2f}" for k in sums if counts.get(k))
+        hist, prev = [], 0.0
+        for le, cum in batches.items():  # cumulative buckets, in order
+            if cum > prev:
+                hist.append(f"<={le}: {int(cum - prev)}")
+            prev = cum
+        out.append(f"  {t.name:<24} {means}")
+        out.append(f"  {'':<24} batches {', '.join(hist)}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedders", nargs="+", default=["local", "static-minilm"],
@@ -279,9 +312,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows = uvloop.run(run_passes(targets, args))
             except ImportError:
                 rows = asyncio.run(run_passes(targets, args))
+            stages = stage_report(targets)
         finally:
             stop_all(list(reversed(procs)))
-    for line in summarise(rows, args):
+    for line in summarise(rows, args) + stages:
         print(line)
     print(f"\nload average at the end {loadavg():.2f}")
     if args.json:
