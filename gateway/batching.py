@@ -10,6 +10,11 @@ work, and a slow batch (the local embedder, tens of ms) would hold a worker Lite
 
 A batch that fails is retried text by text (unless the embedder is unavailable altogether), so
 a text the embedder cannot take fails its own request only.
+
+`observe_stage(stage, seconds)` reports where the time goes: `embed_queue` per text (from
+`embed()` to its batch starting: the window, the previous batch, the hop to the worker), and per
+batch the embedder's own stages when it reports them (`last_stages` of the local embedder:
+`embed_tokenize`, `embed_onnx`, `embed_pool`).
 """
 
 from __future__ import annotations
@@ -26,17 +31,21 @@ from router_core import Embedder, EmbedderUnavailableError
 from router_core.text import truncate
 
 Observer = Callable[[float, int], None]
+StageObserver = Callable[[str, float], None]
 
 
 class MicroBatcher:
     def __init__(self, embedder: Embedder, window_s: float = 0.002, max_batch: int = 32,
-                 timeout_s: float = 10.0, observe: Observer | None = None) -> None:
+                 timeout_s: float = 10.0, observe: Observer | None = None,
+                 observe_stage: StageObserver | None = None) -> None:
         self.embedder = embedder
         self.window_s = window_s
         self.max_batch = max_batch
         self.timeout_s = timeout_s
         self.observe = observe
-        self._queue: list[tuple[str, asyncio.Future[npt.NDArray[np.float32]]]] = []
+        self.observe_stage = observe_stage
+        #: (text, its waiter, when it was queued)
+        self._queue: list[tuple[str, asyncio.Future[npt.NDArray[np.float32]], float]] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._worker: ThreadPoolExecutor | None = None
@@ -53,7 +62,7 @@ class MicroBatcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        for _, fut in self._queue:
+        for _, fut, _ in self._queue:
             if not fut.done():
                 fut.cancel()
         self._queue.clear()
@@ -66,7 +75,7 @@ class MicroBatcher:
         """Embed one text; raises `EmbedderUnavailableError` after `timeout_s`."""
         assert self._wakeup is not None, "MicroBatcher.start() was not called"
         fut: asyncio.Future[npt.NDArray[np.float32]] = asyncio.get_running_loop().create_future()
-        self._queue.append((truncate(text, self.embedder.max_chars), fut))
+        self._queue.append((truncate(text, self.embedder.max_chars), fut, time.perf_counter()))
         self._wakeup.set()
         try:
             # No shield: a waiter that times out or is cancelled (client gone) cancels its
@@ -86,9 +95,14 @@ class MicroBatcher:
                 await asyncio.sleep(self.window_s)
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
-                batch = [(t, f) for t, f in batch if not f.done()]
-                if batch:
-                    await self._embed_batch(batch)
+                live = [(t, f) for t, f, _ in batch if not f.done()]
+                if live:
+                    if self.observe_stage is not None:
+                        now = time.perf_counter()
+                        for _, f, queued in batch:
+                            if not f.done():
+                                self.observe_stage("embed_queue", now - queued)
+                    await self._embed_batch(live)
 
     async def _embed_batch(
         self, batch: list[tuple[str, asyncio.Future[npt.NDArray[np.float32]]]]
@@ -109,6 +123,10 @@ class MicroBatcher:
             return
         if self.observe is not None:
             self.observe(time.perf_counter() - start, len(batch))
+        stages = getattr(self.embedder, "last_stages", None)
+        if self.observe_stage is not None and isinstance(stages, dict):
+            for stage, seconds in stages.items():
+                self.observe_stage(f"embed_{stage}", seconds)
         _deliver(batch, list(vectors))
 
     def _embed_each(self, texts: list[str]) -> list[npt.NDArray[np.float32] | BaseException]:

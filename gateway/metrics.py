@@ -43,6 +43,11 @@ class Metrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.embed_batch = Histogram("r2_embedding_batch_size", "Texts per embedding batch",
                                      buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        self.stage_seconds = Histogram(
+            "r2_stage_seconds", "Time per stage of routing: route_embed, route_count, "
+            "route_score per request; embed_queue per embedded text; embed_tokenize, "
+            "embed_onnx, embed_pool per embedding batch", ["stage"],
+            buckets=LATENCY_BUCKETS, registry=r)
         self.embed_cache_hits = Counter(
             "r2_embed_cache_hits_total", "Routing texts whose embedding came from the cache "
             "(stored, or joined one in flight)", registry=r)

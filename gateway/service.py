@@ -162,7 +162,8 @@ class Service:
         srv = settings.server
         self.batcher = MicroBatcher(self.embedder, srv.embed_batch_window_ms / 1000,
                                     srv.embed_max_batch, srv.embed_timeout_s,
-                                    observe=self._observe_embed)
+                                    observe=self._observe_embed,
+                                    observe_stage=self._observe_stage)
         #: What routing embeds through: warm-up and readiness go to the batcher itself.
         self.embed_cache = EmbeddingCache(self.batcher.embed, srv.embed_cache_size,
                                           observe=self._observe_cache)
@@ -190,6 +191,9 @@ class Service:
     def _observe_embed(self, seconds: float, size: int) -> None:
         self.metrics.embed_seconds.observe(seconds)
         self.metrics.embed_batch.observe(size)
+
+    def _observe_stage(self, stage: str, seconds: float) -> None:
+        self.metrics.stage_seconds.labels(stage).observe(seconds)
 
     def _observe_cache(self, hit: bool) -> None:
         (self.metrics.embed_cache_hits if hit else self.metrics.embed_cache_misses).inc()
@@ -247,16 +251,26 @@ class Service:
         if _size(messages) > OFFLOAD_CHARS:
             counting = loop.run_in_executor(self._cpu, self.token_counter.count, messages)
             embedding, tokens = await asyncio.gather(self.embed_cache.embed(text), counting)
+            # counted alongside the embedding: `route_embed` covers both
+            embedded = counted = time.perf_counter()
         else:
             embedding = await self.embed_cache.embed(text)
+            embedded = time.perf_counter()
             tokens = self.token_counter.count(messages)
+            counted = time.perf_counter()
         args = (embedding, tokens, headers, client_cap, exclude, outputs)
         if self.checkpoint.head_kind == "linear":
             decision = self.decide(*args)
         else:
             decision = await loop.run_in_executor(self._cpu, self.decide, *args)
         decision = await self.state.sessions.stick(decision, self.upstream.cooldowns.cooling())
-        self.metrics.route_seconds.observe(time.perf_counter() - start)
+        end = time.perf_counter()
+        self.metrics.route_seconds.observe(end - start)
+        stage = self.metrics.stage_seconds
+        stage.labels("route_embed").observe(embedded - start)
+        if counted > embedded:
+            stage.labels("route_count").observe(counted - embedded)
+        stage.labels("route_score").observe(end - counted)
         return decision
 
     def decide(self, embedding: Any, input_tokens: Any, headers: RouteHeaders,

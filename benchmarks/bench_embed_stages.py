@@ -1,0 +1,178 @@
+"""Where the local embedder's time goes, and the two fixes of issue 19, before and after in one run.
+
+In one process, on the real all-MiniLM-L6-v2 int8 ONNX embedder (`OnnxMiniLMEmbedder`):
+
+1. **Stages**: tokenisation, the ONNX run and pooling, in ms of wall time per text, with CPU per
+   text, for short (~10 wordpieces), medium (~35) and long (~250) prompts, one at a time and in
+   batches of 16.
+2. **Padding**: micro-batches of mixed lengths (15 short prompts and one long one; and a mix of
+   all three) embedded as before (one run padded to the batch's longest text) and as now (one
+   run per length bucket, `local_onnx.length_buckets`): CPU per text, the ratio, and the largest
+   difference between the two sets of vectors.
+3. **Spinning**: ONNX Runtime with 2 intra-op threads, texts one at a time with a 5 ms idle gap
+   (as at concurrency 1, where LiteLLM runs between embeddings), with the thread pool spinning
+   (ONNX Runtime's default, before) and not spinning (now); 1 thread for reference.
+
+Rows alternate before/after `--rounds` times; ratios are within the run. The machine is shared:
+compare the ratios, not the absolute numbers across runs.
+
+    python benchmarks/bench_embed_stages.py --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SHORT = ["What is the capital of France?", "hi", "Translate 'good morning' to Spanish.",
+         "What's 17 * 23?", "Tell me a joke.", "Who wrote Hamlet?", "Define entropy.",
+         "Is a tomato a fruit?", "Convert 100 F to C.", "Name three primes.", "What is TCP?",
+         "Recommend a book.", "Spell 'necessary'.", "Is 91 prime?", "Say hello.", "Why?"]
+MEDIUM = [f"Question {i}: explain, in plain words and with one example, how {t} works, why it "
+          f"matters and what people most often get wrong about it." for i, t in enumerate(
+              ("photosynthesis", "a hash map", "TCP congestion control", "inflation",
+               "vaccination", "a compiler", "the tides", "public-key cryptography"))]
+LONG = [("You are a careful coding agent. Read the repository, run the tests, keep changes "
+         "small, never push to main, explain each step and ask before deleting files. ") * 6
+        + f"Task {i}: fix the failing test." for i in range(4)]
+
+
+def cpu_per_text(fn: Callable[[], Any], texts: int, min_s: float = 1.0) -> tuple[float, float]:
+    """(CPU ms per text, wall ms per text) of calling `fn` repeatedly for about `min_s`."""
+    fn()
+    calls, cpu0, wall0 = 0, time.process_time(), time.perf_counter()
+    while time.perf_counter() - wall0 < min_s or calls < 3:
+        fn()
+        calls += 1
+    return ((time.process_time() - cpu0) / calls / texts * 1000,
+            (time.perf_counter() - wall0) / calls / texts * 1000)
+
+
+def padded_per_batch(emb: Any, texts: list[str]) -> np.ndarray:
+    """The embedder as before: one run, every row padded to the batch's longest text."""
+    rows = [e.ids for e in emb._tokenizer.encode_batch(texts)]
+    emb._stages = {"tokenize": 0.0, "onnx": 0.0, "pool": 0.0}
+    return np.asarray(emb._run(rows))
+
+
+def stages(emb: Any, rounds: int) -> list[dict[str, Any]]:
+    out = []
+    for name, texts in (("short", SHORT), ("medium", MEDIUM), ("long", LONG)):
+        for bs in (1, 16):
+            batch = (texts * 16)[:bs]
+            totals: dict[str, list[float]] = {"tokenize": [], "onnx": [], "pool": []}
+            cpu = []
+            for _ in range(rounds):
+                c, _ = cpu_per_text(lambda b=batch: emb.embed(b), bs, 0.5)
+                cpu.append(c)
+                for k, v in emb.last_stages.items():
+                    totals[k].append(v / bs * 1000)
+            tokens = float(np.mean([len(e.ids) for e in emb._tokenizer.encode_batch(batch)]))
+            out.append({"prompts": name, "batch": bs, "tokens": tokens,
+                        "cpu_ms_per_text": statistics.median(cpu),
+                        **{f"{k}_ms_per_text": statistics.median(v) for k, v in totals.items()}})
+    return out
+
+
+def padding(emb: Any, rounds: int) -> list[dict[str, Any]]:
+    out = []
+    mixes = {"15 short + 1 long": SHORT[:15] + LONG[:1],
+             "mixed (6 short, 6 medium, 4 long)": SHORT[:6] + MEDIUM[:6] + LONG[:4]}
+    for name, texts in mixes.items():
+        before, after = [], []
+        for _ in range(rounds):
+            before.append(cpu_per_text(lambda t=texts: padded_per_batch(emb, t), len(texts))[0])
+            after.append(cpu_per_text(lambda t=texts: emb.embed(t), len(texts))[0])
+        diff = float(np.abs(padded_per_batch(emb, texts) - emb.embed(texts)).max())
+        b, a = statistics.median(before), statistics.median(after)
+        out.append({"batch": name, "before_cpu_ms_per_text": b, "after_cpu_ms_per_text": a,
+                    "ratio": a / b, "max_abs_diff": diff})
+    return out
+
+
+def spinning(rounds: int) -> list[dict[str, Any]]:
+    import onnxruntime as ort
+
+    from router_core.embedders.local_onnx import OnnxMiniLMEmbedder, _model_file
+
+    def spinning_session(threads: int) -> Any:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(str(_model_file()[0]), sess_options=opts,
+                                    providers=["CPUExecutionProvider"])
+
+    variants = {"2 threads, spinning (before)": OnnxMiniLMEmbedder(threads=2),
+                "2 threads, no spinning (now)": OnnxMiniLMEmbedder(threads=2),
+                "1 thread": OnnxMiniLMEmbedder(threads=1)}
+    variants["2 threads, spinning (before)"]._session = spinning_session(2)
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    wall: dict[str, list[float]] = {k: [] for k in variants}
+
+    for _ in range(rounds):
+        for name, emb in variants.items():
+            def one(e: Any = emb) -> None:
+                for i in range(8):
+                    e.embed([MEDIUM[i]])
+                    time.sleep(0.005)
+            c, w = cpu_per_text(one, 8)
+            cpu[name].append(c)
+            wall[name].append(w - 5.0)
+    base = statistics.median(cpu["2 threads, spinning (before)"])
+    return [{"session": k, "cpu_ms_per_text": statistics.median(cpu[k]),
+             "wall_ms_per_text": statistics.median(wall[k]),
+             "cpu_ratio_vs_spinning": statistics.median(cpu[k]) / base} for k in variants]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", metavar="OUT")
+    args = parser.parse_args(argv)
+    from router_core.embedders.local_onnx import OnnxMiniLMEmbedder
+
+    load0 = os.getloadavg()[0]
+    print(f"bench_embed_stages: {len(os.sched_getaffinity(0))} CPUs, load average {load0:.2f}")
+    emb = OnnxMiniLMEmbedder(threads=1)
+    report: dict[str, Any] = {"stages": stages(emb, args.rounds),
+                              "padding": padding(emb, args.rounds)}
+    print("\n1 thread: ms per text by stage (wall), CPU ms per text")
+    print(f"{'prompts':<8}{'batch':>6}{'tokens':>8}{'tokenize':>10}{'onnx':>8}{'pool':>7}"
+          f"{'cpu':>8}")
+    for r in report["stages"]:
+        print(f"{r['prompts']:<8}{r['batch']:>6}{r['tokens']:>8.0f}"
+              f"{r['tokenize_ms_per_text']:>10.3f}{r['onnx_ms_per_text']:>8.2f}"
+              f"{r['pool_ms_per_text']:>7.3f}{r['cpu_ms_per_text']:>8.2f}")
+    print("\npadding: CPU ms per text, one run padded to the longest (before) vs length buckets")
+    for r in report["padding"]:
+        print(f"  {r['batch']:<36} before {r['before_cpu_ms_per_text']:6.2f}  after "
+              f"{r['after_cpu_ms_per_text']:6.2f}  x{r['ratio']:.2f}  max |diff| "
+              f"{r['max_abs_diff']:.1e}")
+    emb.close()
+    if len(os.sched_getaffinity(0)) >= 2:
+        report["spinning"] = spinning(args.rounds)
+        print("\nspinning: one medium text at a time with 5 ms idle gaps (as at concurrency 1)")
+        for r in report["spinning"]:
+            print(f"  {r['session']:<32} cpu {r['cpu_ms_per_text']:6.2f} ms/text  wall "
+                  f"{r['wall_ms_per_text']:6.2f} ms/text  cpu x{r['cpu_ratio_vs_spinning']:.2f}")
+    report["loadavg"] = [load0, os.getloadavg()[0]]
+    print(f"\nload average {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

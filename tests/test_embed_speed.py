@@ -1,0 +1,106 @@
+"""Where routing time goes, and what the local embedder no longer wastes (issue 19): padding per
+length bucket instead of per batch, stage timings in `/metrics` through the real OpenAI SDK."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from faults import Vectors
+from helpers import HASH_DIM, gateway_settings, tiny_checkpoint
+
+from gateway.app import build_app
+from gateway.config import parse_settings
+from router_core import HashEmbedder
+from router_core.embedders.local_onnx import OnnxMiniLMEmbedder, length_buckets
+
+
+def _cost(groups: Sequence[Sequence[int]], lengths: Sequence[int], overhead: int) -> int:
+    return sum(overhead + len(g) * max(lengths[i] for i in g) for g in groups)
+
+
+def _brute_force(lengths: Sequence[int], overhead: int) -> int:
+    """Least cost over every way to cut the sorted lengths into contiguous groups."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    best = 1 << 62
+    for cuts in itertools.product([False, True], repeat=len(order) - 1):
+        groups, cur = [], [order[0]]
+        for idx, cut in zip(order[1:], cuts, strict=True):
+            if cut:
+                groups.append(cur)
+                cur = []
+            cur.append(idx)
+        groups.append(cur)
+        best = min(best, _cost(groups, lengths, overhead))
+    return best
+
+
+@pytest.mark.parametrize("lengths", [[10] * 15 + [256], [5, 200, 7, 180, 6], [34, 35, 36, 33],
+                                     [1], [256, 256, 3], [9, 40, 41, 120, 119, 8, 250]])
+def test_length_buckets_cover_every_text_once_at_least_cost(lengths: list[int]) -> None:
+    groups = length_buckets(lengths, overhead=14)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert _cost(groups, lengths, 14) == _brute_force(lengths, 14)
+
+
+def test_one_long_prompt_no_longer_pads_a_batch_of_short_ones() -> None:
+    groups = length_buckets([10] * 15 + [256], overhead=14)
+    assert sorted(map(sorted, groups)) == [list(range(15)), [15]]
+    assert length_buckets([30, 31, 32], overhead=14) == [[0, 1, 2]]  # similar: one run
+    assert length_buckets([]) == []
+
+
+@pytest.fixture(scope="module")
+def onnx() -> Any:
+    emb = OnnxMiniLMEmbedder(threads=1)
+    yield emb
+    emb.close()
+
+
+def test_mixed_length_batch_rows_equal_each_text_alone(onnx: OnnxMiniLMEmbedder) -> None:
+    texts = ["hi", "What is 2+2?", " ".join(["the router picks a model"] * 60),
+             "Translate 'good morning' to Spanish.", " ".join(["budget"] * 300)]
+    together = onnx.embed(texts)
+    alone = np.concatenate([onnx.embed([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert set(onnx.last_stages) == {"tokenize", "onnx", "pool"}
+    assert onnx.last_stages["onnx"] > 0
+
+
+class StagedEmbedder(HashEmbedder):
+    """The hash embedder, reporting stage times as the local embedder does."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=HASH_DIM)
+        self.last_stages: dict[str, float] = {}
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.last_stages = {"tokenize": 0.001, "onnx": 0.002, "pool": 0.0001}
+        return super().embed(texts)
+
+
+def _stage_count(text: str, stage: str) -> float:
+    found = re.search(rf'^r2_stage_seconds_count{{stage="{stage}"}} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_stage_timings_reach_metrics(tmp_path: Path, standin: Any, serve_app: Any) -> None:
+    settings = gateway_settings(tiny_checkpoint(tmp_path / "ck"), standin.base_url,
+                                embed_cache_size=0)
+    gw = serve_app(build_app(parse_settings(settings), embedder=StagedEmbedder()))
+    for question in ("explain photosynthesis", "explain the tides"):
+        answer = gw.client().chat.completions.create(
+            model="r2-auto", messages=[{"role": "user", "content": question}])
+        assert answer.choices
+    text = httpx.get(f"{gw.url}/metrics").text
+    for stage in ("route_embed", "route_count", "route_score"):
+        assert _stage_count(text, stage) == 2.0, stage
+    # the gateway's own warm-up embedding goes through the batcher too
+    for stage in ("embed_queue", "embed_tokenize", "embed_onnx", "embed_pool"):
+        assert _stage_count(text, stage) >= 2.0, stage
