@@ -15,6 +15,9 @@ def register(sub: Any) -> None:
                    help="interface to listen on (default %(default)s; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8080, metavar="P",
                    help="TCP port to listen on (default %(default)s)")
+    p.add_argument("--embedder", metavar="NAME",
+                   help="embedder kind or JSON config, replacing the config's embedder section "
+                        "(e.g. static-minilm with a checkpoints/*-static checkpoint)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -31,6 +34,13 @@ def run(args: argparse.Namespace) -> int:
     for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = load_settings(args.config)
+    if args.embedder:
+        from router_core.embedders import check_options
+        from router_core.training import embedder_config
+
+        cfg = embedder_config(args.embedder)
+        check_options(cfg)
+        settings = settings.model_copy(update={"embedder": cfg})
     app = build_app(settings)
     # LiteLLM and the model leave ~400k long-lived objects; every full collection would walk
     # them (~0.5 s with the event loop stopped, the p99 under load). Freeze them out of it.
