@@ -66,7 +66,6 @@ def test_static_checkpoint_routes_through_the_gateway_as_offline(make_gateway: A
 def test_static_checkpoint_with_the_minilm_embedder_is_refused(standin: Any) -> None:
     from gateway.app import build_app
     from gateway.config import parse_settings
-
     from router_core import R2Error
 
     with pytest.raises(R2Error, match="256-d embeddings but the configured embedder gives 384-d"):
