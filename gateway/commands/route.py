@@ -15,6 +15,7 @@ KNOWN_EMBEDDERS = {
     "all-MiniLM-L6-v2-onnx-int8": {"kind": "local"},
     "sentence-transformers/all-MiniLM-L6-v2": {"kind": "local-st"},
     "hash": {"kind": "hash"},
+    "static-minilm-l6-v2-m2v256-int8": {"kind": "static-minilm"},
 }
 
 
@@ -25,6 +26,9 @@ def register(sub: Any) -> None:
                    help=f"checkpoint directory (default {DEFAULT_CHECKPOINT})")
     p.add_argument("--config", metavar="F",
                    help="gateway YAML: checkpoint, embedder and default lambda")
+    p.add_argument("--embedder", metavar="NAME",
+                   help="embedder kind or JSON config (default: the config's, else the one "
+                        "the checkpoint's embedder id implies)")
     p.add_argument("--lambda", dest="lambda_", type=float, metavar="L",
                    help="cost weight in [0, 1]: 0 = quality only, 1 = cost only")
     p.add_argument("--embeddings", metavar="X.npy",
@@ -62,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
     constraints = Constraints(models, args.max_budget, args.max_cost_usd)
     ckpt_dir, embedder_cfg, knob = _resolve(args)
+    if args.embedder:
+        from router_core.training import embedder_config
+
+        embedder_cfg = embedder_config(args.embedder)
     ckpt = load_checkpoint(ckpt_dir)
     lam = _lambda(knob, ckpt)
     if args.embeddings:

@@ -18,6 +18,9 @@ def register(sub: Any) -> None:
                    help="TCP port to listen on (default %(default)s)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="worker processes on one port (default: server.workers, 1)")
+    p.add_argument("--embedder", metavar="NAME",
+                   help="embedder kind or JSON config, replacing the config's embedder section "
+                        "(e.g. static-minilm with a checkpoints/*-static checkpoint)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -38,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level)
     settings = load_settings(args.config)
+    if args.embedder:
+        settings = with_embedder(settings, args.embedder)
     workers = args.workers if args.workers is not None else settings.server.workers
     if workers < 1:
         raise ConfigError("--workers: must be at least 1")
@@ -46,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise_fd_limit(settings.server)
         shared = settings.state is not None and settings.state.redis_url is not None
-        serve_workers(args.config, workers, settings.server, shared,
+        serve_workers(args.config, workers, settings.server, shared, embedder=args.embedder,
                       host=args.host, port=args.port, log_level=args.log_level,
                       access_log=False, timeout_graceful_shutdown=5)
         return 0
@@ -61,3 +66,13 @@ def run(args: argparse.Namespace) -> int:
                             timeout_graceful_shutdown=5)
     uvicorn.Server(config).run()
     return 0
+
+
+def with_embedder(settings: Any, spec: str) -> Any:
+    """`settings` with its embedder section replaced by `--embedder NAME|JSON`."""
+    from router_core.embedders import check_options
+    from router_core.training import embedder_config
+
+    cfg = embedder_config(spec)
+    check_options(cfg)
+    return settings.model_copy(update={"embedder": cfg})

@@ -3,7 +3,9 @@
 Kinds: `local` (the offline default, all-MiniLM-L6-v2 int8 on ONNX Runtime), `local-st`
 (the same model in fp32 on sentence-transformers/torch, extra `r2-gateway[torch]`), `remote`
 (any OpenAI-compatible `/v1/embeddings`, e.g. vLLM serving Qwen3-0.6B with `--runner pooling`),
-`vllm` (in-process vLLM pooling, extra `r2-gateway[vllm]`), `hash` (deterministic, for tests).
+`vllm` (in-process vLLM pooling, extra `r2-gateway[vllm]`), `static-minilm` (the fast offline
+option: token vectors distilled from MiniLM, no model run; see docs/embedders.md), `hash`
+(deterministic, for tests).
 Implementations are imported only when chosen.
 """
 
@@ -20,7 +22,7 @@ from .hashing import HashEmbedder
 __all__ = ["Embedder", "EmbeddingArray", "HashEmbedder", "check_options", "describe",
            "make_embedder", "serving_config"]
 
-KINDS = ("hash", "local", "local-st", "remote", "vllm")
+KINDS = ("hash", "local", "local-st", "remote", "static-minilm", "vllm")
 
 
 def _embedder_class(kind: Any) -> type:
@@ -34,6 +36,10 @@ def _embedder_class(kind: Any) -> type:
         from .local_st import SentenceTransformerEmbedder
 
         return SentenceTransformerEmbedder
+    if kind == "static-minilm":
+        from .static import StaticEmbedder
+
+        return StaticEmbedder
     if kind == "remote":
         from .remote import RemoteEmbedder
 
