@@ -435,12 +435,8 @@ def _expected_shapes(ckpt: Checkpoint, path: Path) -> dict[str, tuple[int, ...]]
 
 
 def _optional_shapes(ckpt: Checkpoint) -> dict[str, tuple[int, ...]]:
-    """Arrays a checkpoint may have: `arm_observed` [M, P] (1 = the arm had training data);
-    `quality_cal_x` / `quality_cal_y` [M, P, K] (a calibrated quality head's isotonic map)."""
-    m, p = len(ckpt.models), len(ckpt.policies)
-    k = ckpt.head_options.get("quality_calibration_knots", 0)
-    k = k if isinstance(k, int) and not isinstance(k, bool) and 0 < k <= 1024 else 0
-    return {"arm_observed": (m, p), "quality_cal_x": (m, p, k), "quality_cal_y": (m, p, k)}
+    """Arrays a checkpoint may have: `arm_observed` [M, P] (1 = the arm had training data)."""
+    return {"arm_observed": (len(ckpt.models), len(ckpt.policies))}
 
 
 def _check_shapes(ckpt: Checkpoint, path: Path) -> None:

@@ -204,10 +204,6 @@ class Scorer:
                                     a["tokens_feat_coef"].reshape(m * p, f)]).astype(np.float64)
             self._w = np.ascontiguousarray(np.vstack([self._w, extra.T]))
         self._model_index = {name: i for i, name in enumerate(self.models)}
-        cal_x, cal_y = a.get("quality_cal_x"), a.get("quality_cal_y")
-        self._calibration = None if cal_x is None or cal_y is None else (
-            np.asarray(cal_x, dtype=np.float64).reshape(m * p, -1),
-            np.asarray(cal_y, dtype=np.float64).reshape(m * p, -1))
         # Trained on sparse outcomes, a checkpoint marks the arms it has no data for; absent,
         # every arm has a head.
         observed = a.get("arm_observed")
@@ -270,10 +266,7 @@ class Scorer:
             # only by tokenizer, so their mean stands for it.
             emb = np.hstack([emb, input_features(self.features, tok_in.mean(axis=1))])
         q_raw, t_raw = self._raw(emb)
-        if self._calibration is not None:  # per-arm isotonic map, itself within [0, 1]
-            quality = _piecewise(q_raw.reshape(q_raw.shape[0], -1), *self._calibration)
-            quality = quality.reshape(q_raw.shape)
-        elif self.quality_link == "sigmoid":
+        if self.quality_link == "sigmoid":
             quality = 1.0 / (1.0 + np.exp(-q_raw))
         else:
             quality = np.clip(q_raw, 0.0, 1.0)
@@ -422,12 +415,3 @@ class Scorer:
 
     def labels(self) -> Sequence[int | str]:
         return list(self._labels)
-
-
-def _piecewise(raw: F64, knots_x: F64, knots_y: F64) -> F64:
-    """Each column of `raw` `[N, K]` through its piecewise-linear map (`knots_*` `[K, J]`),
-    clamped at the end knots (a calibrated head's isotonic map)."""
-    out = np.empty_like(raw)
-    for j in range(raw.shape[1]):  # K interpolations of N values: cheap next to the GEMM
-        out[:, j] = np.interp(raw[:, j], knots_x[j], knots_y[j])
-    return out

@@ -17,7 +17,8 @@ from router_core.policies import Policy
 def routed(argv: list[str], capsys: Any) -> list[tuple[str, Any]]:
     capsys.readouterr()
     assert main(argv) == 0
-    return [(c["model"], c["budget"]) for c in map(json.loads, capsys.readouterr().out.splitlines())]
+    lines = capsys.readouterr().out.splitlines()
+    return [(c["model"], c["budget"]) for c in map(json.loads, lines)]
 
 
 def test_route_policies_restricts_the_choice(tmp_path: Path, capsys: Any) -> None:

@@ -27,7 +27,6 @@ import numpy as np
 import numpy.typing as npt
 
 from ..features import input_features
-from .calibration import cross_fitted, isotonic_maps
 from .mlp import MLPConfig, fit_mlp_bank
 from .ridge import LinearBank, Solvers, fit_ridge_bank, fit_shared_bank
 
@@ -44,8 +43,6 @@ class Variant:
     mlp: MLPConfig = field(default_factory=MLPConfig)
     #: Request features (`router_core/features.py`) the linear heads read next to the embedding.
     features: tuple[str, ...] = ()
-    #: Linear quality heads followed by a per-arm isotonic map (`calibration.py`).
-    calibrate: bool = False
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
@@ -57,9 +54,6 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("shared-len", quality="shared", features=("log_input_tokens",)),
     Variant("shared-log-len", quality="shared", tokens_space="log1p",
             features=("log_input_tokens",)),
-    Variant("shared-log-cal", quality="shared", tokens_space="log1p", calibrate=True),
-    Variant("shared-log-len-cal", quality="shared", tokens_space="log1p",
-            features=("log_input_tokens",), calibrate=True),
     Variant("mlp", quality="mlp", tokens_space="log1p"),
 )}
 #: Variants compared by `r2 train --variant auto` (the MLP only when asked: it is slow on CPU).
@@ -151,16 +145,6 @@ def _fit_heads(variant: Variant, x: F64, score: F64, tokens: F64) -> FittedHeads
     tbank = fit_ridge_bank(x, tok.reshape(n, m * p), solvers=solvers)
     arrays = _linear_arrays(qbank, "quality", m, p) | _linear_arrays(tbank, "tokens", m, p)
     info = {"quality_alpha": _alphas(qbank), "tokens_alpha": _alphas(tbank)}
-    if variant.calibrate:
-        def fit(xs: F64, ys: F64) -> LinearBank:
-            if variant.quality == "shared":
-                return fit_shared_bank(xs, ys)
-            return fit_ridge_bank(xs, ys.reshape(ys.shape[0], -1))
-
-        knots_x, knots_y = isotonic_maps(cross_fitted(fit, x, score), score.reshape(n, m * p))
-        arrays["quality_cal_x"] = knots_x.reshape(m, p, -1).astype(np.float32)
-        arrays["quality_cal_y"] = knots_y.reshape(m, p, -1).astype(np.float32)
-        options["quality_calibration_knots"] = int(knots_x.shape[1])
     return FittedHeads("linear", options, arrays, info)
 
 
