@@ -1,11 +1,13 @@
 """Predicted vs recorded input tokens (and input cost) on outcome data.
 
-For each dataset: the train split fits each policy's input overhead (`fit_input_overhead`), the
-test split is compared three ways: the old count (cl100k on the prompt text alone), the message
-list as billed (`count_message_tokens`, with the policy's instruction), and that plus the
-fitted overhead (what `r2 train` now stores in the checkpoint). Reported: the median absolute
-relative error over (query, model, policy) cells, for tokens and for the cell's cost with the
-recorded output tokens (so only the input side differs).
+For each dataset: the train split fits each policy's input overhead and each model's
+billed-per-counted-token scale (`fit_input_tokens`, what `r2 train` stores in the checkpoint);
+the test split (and, for the fit itself, the train split) is compared four ways: the old count
+(cl100k on the prompt text alone), the message list as billed (`count_message_tokens`, with the
+policy's instruction), that plus the fitted per-policy overhead alone, and that times the
+fitted per-model scale. Reported: the median absolute relative error over (query, model,
+policy) cells, for tokens and for the cell's cost with the recorded output tokens (so only the
+input side differs).
 
     python benchmarks/token_accuracy.py ../shared/data/mcqa_concise_cot.jsonl.gz \\
         --policies checkpoints/default/policies.yaml
@@ -24,8 +26,9 @@ from router_core.text import cl100k_token_count
 from router_core.training.dataset import OutcomeData, load_outcomes
 from router_core.training.input_tokens import (
     conversation_tokens,
-    fit_input_overhead,
+    fit_input_tokens,
     instruction_columns,
+    predicted_input_tokens,
 )
 from router_core.training.policyfile import build_policies, load_policy_file, with_collected
 
@@ -54,19 +57,27 @@ def report(path: str, policies_file: str | None) -> dict[str, Any]:
     policies = build_policies(data.policies, pfile)
     train = data.subset(data.split_mask("train"))
     test = data.subset(data.split_mask("test"))
-    fitted = fit_input_overhead(policies, train, conversation_tokens(train.prompts))
+    train_tokens = conversation_tokens(train.prompts)
+    flat = fit_input_tokens(policies, train, train_tokens, scale=False)
+    fit = fit_input_tokens(policies, train, train_tokens)
     tokens = conversation_tokens(test.prompts)
     extra = instruction_columns(policies, cl100k_token_count)
-    overhead = np.array([p.input_overhead_tokens for p in fitted])
+    ones = np.ones(len(test.models))
     shape = (1, len(test.models), 1)
     old = np.array([cl100k_token_count(p) for p in test.prompts])[:, None, None] * np.ones(shape)
     billed = tokens[:, None, None] + extra[None, None, :] * np.ones(shape)
     return {
         "data": Path(path).name, "test_cells": int(np.isfinite(test.input_tokens).sum()),
-        "overhead_tokens": {str(p.label): p.input_overhead_tokens for p in fitted},
+        "overhead_tokens_alone": {str(p.label): p.input_overhead_tokens for p in flat.policies},
+        "overhead_tokens": {str(p.label): p.input_overhead_tokens for p in fit.policies},
+        "input_token_scale": dict(zip(test.models, fit.scales.tolist(), strict=True)),
         "prompt_only_cl100k": errors(old, test),
         "messages_as_billed": errors(billed, test),
-        "with_fitted_overhead": errors(billed + overhead[None, None, :], test),
+        "with_fitted_overhead": errors(predicted_input_tokens(flat.policies, tokens, ones), test),
+        "with_overhead_and_scale": errors(
+            predicted_input_tokens(fit.policies, tokens, fit.scales), test),
+        "train_split_with_overhead_and_scale": errors(
+            predicted_input_tokens(fit.policies, train_tokens, fit.scales), train),
     }
 
 

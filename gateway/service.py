@@ -146,7 +146,8 @@ class Service:
         #: The policies a cap below every limit chooses among (fixed per checkpoint).
         self._smallest_policies = self.scorer.smallest_policies()
         self.token_counter = InputTokenCounter(
-            self.checkpoint.model_names, {d.name: d.model for d in settings.deployments}, kind)
+            self.checkpoint.model_names, {d.name: d.model for d in settings.deployments}, kind,
+            [m.input_token_scale for m in self.checkpoint.models])
         # CPU work of large requests (token counts, MLP scoring), off the event loop and apart
         # from the embedder's thread.
         self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="r2-route-cpu")

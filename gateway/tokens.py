@@ -6,6 +6,11 @@ for Llama, Claude 2, Cohere, DeepSeek; cl100k otherwise). Deployments that share
 are counted once: a request to an 11-model pool costs one or two counts, not eleven. When
 LiteLLM fails on a model the core's `count_message_tokens` with cl100k is used.
 
+`r2 train` fits each model's billed-per-counted-token ratio against cl100k
+(`ModelSpec.input_token_scale`), which the scorer applies; counts this module made with the
+model's own tokenizer are handed over in cl100k-equivalent units so that the ratio is not
+applied on top of the right tokenizer.
+
 Counting is CPU work proportional to the request size (~70 ms for 400k characters), so
 `Service.route` runs it off the event loop for large requests, next to the embedding.
 """
@@ -38,7 +43,7 @@ class InputTokenCounter:
     """Counts a message list once per distinct tokenizer; returns one count per model."""
 
     def __init__(self, models: Sequence[str], litellm_models: Mapping[str, str],
-                 kind: str = "tokenizer") -> None:
+                 kind: str = "tokenizer", scales: Sequence[float] | None = None) -> None:
         self.models = tuple(models)
         self.kind = kind
         self._fallback = message_counter(kind)
@@ -50,6 +55,13 @@ class InputTokenCounter:
             groups.setdefault(key, litellm_model)
             self._group_of.append(key)
         self._groups = groups
+        # The scorer multiplies counts by each model's `input_token_scale` (billed per cl100k
+        # token, fitted by `r2 train`). A count made with the model's own tokenizer is billed
+        # as is, so it is divided by that scale here: never corrected twice.
+        own = [key not in ("tiktoken", "words") for key in self._group_of]
+        ones = [1.0] * len(self.models)
+        self._divide = np.array([s if o else 1.0 for s, o in
+                                 zip(scales or ones, own, strict=True)], dtype=np.float64)
 
     def warm_up(self) -> None:
         """Load every tokenizer once (at start-up, not on the first request)."""
@@ -58,7 +70,7 @@ class InputTokenCounter:
     def count(self, messages: Messages) -> npt.NDArray[np.float64]:
         """Input tokens per model (in `models` order)."""
         counts = {key: self._count_group(model, messages) for key, model in self._groups.items()}
-        return np.array([counts[key] for key in self._group_of], dtype=np.float64)
+        return np.array([counts[key] for key in self._group_of], dtype=np.float64) / self._divide
 
     def _count_group(self, litellm_model: str, messages: Messages) -> int:
         if self.kind == "words1.3":

@@ -50,14 +50,21 @@ class ModelSpec:
     provider_id: str
     input_price_per_million: float
     output_price_per_million: float
+    #: Billed input tokens per counted (cl100k) token: the model's tokenizer against the one
+    #: the trainer counts with, fitted by `r2 train` (1.0: counted as billed; manifests
+    #: written before it load with 1.0).
+    input_token_scale: float = 1.0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "provider_id": self.provider_id,
             "input_price_per_million": self.input_price_per_million,
             "output_price_per_million": self.output_price_per_million,
         }
+        if self.input_token_scale != 1.0:
+            out["input_token_scale"] = self.input_token_scale
+        return out
 
 
 @dataclass(frozen=True)
@@ -293,8 +300,13 @@ def _parse_manifest(raw: dict[str, Any], path: Path, where: _Where | None = None
         provider = m.get("provider_id") or m["name"]
         if not isinstance(provider, str):
             raise CheckpointError("wrong type", file=str(path), field=pre + "provider_id")
+        scale = m.get("input_token_scale", 1.0)
+        if (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                or not math.isfinite(scale) or not 0.1 <= scale <= 10.0):
+            raise CheckpointError("must be a number in [0.1, 10]", file=str(path),
+                                  field=pre + "input_token_scale")
         models.append(ModelSpec(_req(m, "name", str, path, pre), provider, prices[0],
-                                prices[1]))
+                                prices[1], float(scale)))
     if not models:
         raise CheckpointError("no models", file=str(path), field="models")
     if len({m.name for m in models}) != len(models):

@@ -36,6 +36,9 @@ def register(sub: Any) -> None:
     p.add_argument("--input-tokens", type=int, metavar="N",
                    help="input tokens for cost (with --embeddings)")
     p.add_argument("--models", metavar="A,B", help="comma list of allowed models")
+    p.add_argument("--policies", metavar="P,Q",
+                   help="comma list of allowed policies (budgets such as 100, or names such "
+                        "as concise_cot, as the checkpoint lists them)")
     p.add_argument("--max-budget", type=int, metavar="N", help="largest budget to consider")
     p.add_argument("--max-cost-usd", type=float, metavar="USD",
                    help="largest predicted cost to accept")
@@ -64,13 +67,17 @@ def run(args: argparse.Namespace) -> int:
     if len(given) > 1:
         return _fail(f"give one of --lambda, --tradeoff, --usd-per-quality, not {given}")
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
-    constraints = Constraints(models, args.max_budget, args.max_cost_usd)
     ckpt_dir, embedder_cfg, knob = _resolve(args)
     if args.embedder:
         from router_core.training import embedder_config
 
         embedder_cfg = embedder_config(args.embedder)
     ckpt = load_checkpoint(ckpt_dir)
+    policies, unknown = _policy_names(args.policies, ckpt)
+    if unknown:
+        return _fail(f"--policies: the checkpoint has no policy {unknown!r}; it has "
+                     f"{', '.join(str(p.label) for p in ckpt.policies)}")
+    constraints = Constraints(models, args.max_budget, args.max_cost_usd, policies)
     lam = _lambda(knob, ckpt)
     if args.embeddings:
         return _route_embeddings(args, ckpt, lam, constraints)
@@ -125,6 +132,22 @@ def _resolve(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None, Any
             knob = Knob("lambda", settings.default_lambda)
         return ckpt, dict(settings.embedder), knob
     return Path(args.checkpoint or DEFAULT_CHECKPOINT), None, knob
+
+
+def _policy_names(arg: str | None, ckpt: Any) -> tuple[tuple[str, ...] | None, str | None]:
+    """The policy names `--policies` allows (each given as its label, e.g. `100`, or its name),
+    and the first item that names none of the checkpoint's policies."""
+    if arg is None:
+        return None, None
+    by_label = {str(p.label): p.name for p in ckpt.policies}
+    by_label.update({p.name: p.name for p in ckpt.policies})
+    items = [x.strip() for x in arg.split(",") if x.strip()]
+    if not items:
+        return None, arg
+    for item in items:
+        if item not in by_label:
+            return None, item
+    return tuple(dict.fromkeys(by_label[x] for x in items)), None
 
 
 def _lambda(knob: Any, ckpt: Any) -> float:

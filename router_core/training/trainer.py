@@ -30,7 +30,7 @@ from .dataset import OutcomeData, load_outcomes
 from .embed_cache import EmbeddingCache, default_cache_dir, embed_texts
 from .errors import DataError
 from .evaluate import Arms, r2_audc
-from .input_tokens import compare_input_tokens, conversation_tokens, fit_input_overhead
+from .input_tokens import compare_input_tokens, conversation_tokens, fit_input_tokens
 from .interpolate import interpolate_budgets
 from .policyfile import (
     PolicyFile,
@@ -66,6 +66,8 @@ class Prepared:
     data: OutcomeData
     embeddings: F64
     input_tokens: F64
+    #: Per model, billed input tokens per counted token (`fit_input_tokens`); None: all 1.
+    input_scales: F64 | None = None
 
 
 def prepare(data: OutcomeData, embedder: Embedder, cache_dir: str | Path | None,
@@ -84,9 +86,13 @@ def prepare(data: OutcomeData, embedder: Embedder, cache_dir: str | Path | None,
 
 def make_checkpoint(heads: FittedHeads, data: OutcomeData, policies: Sequence[Policy],
                     embedder: EmbedderSpec, name: str = "r2-checkpoint",
-                    provenance: Mapping[str, Any] | None = None) -> Checkpoint:
+                    provenance: Mapping[str, Any] | None = None,
+                    input_scales: npt.ArrayLike | None = None) -> Checkpoint:
+    scales = np.ones(len(data.models)) if input_scales is None else np.asarray(
+        input_scales, dtype=np.float64).reshape(-1)
     models = tuple(ModelSpec(m, m, data.prices[m].input_per_million,
-                             data.prices[m].output_per_million) for m in data.models)
+                             data.prices[m].output_per_million, float(scales[i]))
+                   for i, m in enumerate(data.models))
     return Checkpoint(embedder=embedder, models=models, policies=tuple(policies),
                       arrays=dict(heads.arrays), head_kind=heads.kind,
                       head_options=dict(heads.options), input_tokens=INPUT_TOKENS, name=name,
@@ -178,7 +184,8 @@ def cross_validate(variants: Sequence[Variant], prep: Prepared, policies: Sequen
         for variant in variants:
             heads = fit_variant(variant, prep.embeddings[fit_rows], data.score[fit_rows],
                                 tokens[fit_rows], prep.input_tokens[fit_rows])
-            ckpt = make_checkpoint(heads, data, policies, embedder)
+            ckpt = make_checkpoint(heads, data, policies, embedder,
+                                   input_scales=prep.input_scales)
             q, c = predict_arms(ckpt, val, prep.embeddings[val_rows], prep.input_tokens[val_rows])
             out.r2[variant.name].append(r2_audc(q, c, arms))
             for label, mask in masks.items():
@@ -269,9 +276,11 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
         embedder.close()
     pfile = with_collected(pfile, data.collected_policies,
                            file=", ".join(str(meta_path(Path(p))) for p in paths))
-    specs = fit_input_overhead(build_policies(data.policies, pfile), data,
-                               train_prep.input_tokens, INPUT_TOKENS)
-    token_fit = compare_input_tokens(specs, data, train_prep.input_tokens, INPUT_TOKENS)
+    fit = fit_input_tokens(build_policies(data.policies, pfile), data, train_prep.input_tokens,
+                           INPUT_TOKENS)
+    specs, train_prep.input_scales = fit.policies, fit.scales
+    token_fit = compare_input_tokens(specs, data, train_prep.input_tokens, INPUT_TOKENS,
+                                     fit.scales)
     spec = EmbedderSpec(embedder.id, embedder.dim, embedder.normalized)
     choice = choose_variant(variant, train_prep, specs, spec, folds, log, progress)
     log(f"variant: {choice.variant.name}")
@@ -293,7 +302,8 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
         "policies_file": Path(pfile.path).name if pfile and pfile.path else None,
         "input_tokens_fit": token_fit.to_json(),
     }
-    ckpt = make_checkpoint(heads, data, specs, spec, name or Path(out).name, provenance)
+    ckpt = make_checkpoint(heads, data, specs, spec, name or Path(out).name, provenance,
+                           fit.scales)
     ckpt.tradeoff = calibrate(Scorer(ckpt), train_prep.embeddings, train_prep.input_tokens,
                               source=f"{', '.join(Path(p).name for p in paths)} (train split)")
     save_checkpoint(ckpt, out)

@@ -1,0 +1,109 @@
+"""Input tokens as billed: the per-model tokenizer scale and per-policy overhead `r2 train`
+fits, stored in the checkpoint, applied by the scorer and not applied twice by the gateway."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import tiny_checkpoint
+
+from gateway import tokens as gateway_tokens
+from router_core import CheckpointError, load_checkpoint, save_checkpoint
+from router_core.scoring import Scorer
+from router_core.text import cl100k_token_count
+from router_core.training import build_policies
+from router_core.training.dataset import load_outcomes
+from router_core.training.input_tokens import (
+    compare_input_tokens,
+    conversation_tokens,
+    fit_input_tokens,
+    instruction_columns,
+)
+from router_core.training.synthetic import synthetic_meta, synthetic_rows, write_outcomes
+
+
+def billed_data(tmp_path: Path, scales: dict[str, float], overhead: float,
+                hidden_share: float = 0.2):
+    """Synthetic outcomes whose recorded input tokens are `scale[m] * (counted + instruction +
+    overhead)`, plus unrecorded context (hundreds of tokens) on a share of the queries."""
+    rows = synthetic_rows(200, seed=3)
+    for row in rows:  # questions of many lengths (a scale is told from an offset by them)
+        q = int(row["query_id"].rsplit("/", 1)[1])
+        row["prompt"] += " Consider the details carefully." * (q % 37)
+    data = load_outcomes([write_outcomes(tmp_path / "d.jsonl", rows, synthetic_meta())])
+    policies = build_policies(data.policies, None)
+    counted = conversation_tokens(data.prompts)
+    extra = instruction_columns(policies, cl100k_token_count)
+    rng = np.random.default_rng(0)
+    hidden = np.where(rng.random(data.n_queries) < hidden_share,
+                      rng.uniform(200, 900, data.n_queries), 0.0)
+    scale = np.array([scales[m] for m in data.models])
+    recorded = (scale[None, :, None] * (counted[:, None, None] + extra[None, None, :] + overhead
+                                        + hidden[:, None, None]))
+    recorded = np.round(np.broadcast_to(recorded, data.input_tokens.shape))
+    return dataclasses.replace(data, input_tokens=recorded), policies, counted
+
+
+def test_fit_recovers_tokenizer_scales_and_overhead(tmp_path: Path) -> None:
+    data, policies, counted = billed_data(tmp_path, {"small": 1.15, "large": 0.9}, 120.0)
+    fit = fit_input_tokens(policies, data, counted)
+    scales = dict(zip(data.models, fit.scales, strict=True))
+    # Relative to the average model (geometric mean 1): the ratio is the tokenizers' ratio.
+    assert scales["small"] / scales["large"] == pytest.approx(1.15 / 0.9, rel=0.002)
+    assert scales["small"] * scales["large"] == pytest.approx(1.0, abs=1e-3)
+    # Rows with unrecorded context do not pull the medians: most cells are exact.
+    report = compare_input_tokens(fit.policies, data, counted, scales=fit.scales)
+    assert report.tokens_error < 0.01
+    flat = fit_input_tokens(policies, data, counted, scale=False)
+    assert np.all(flat.scales == 1.0)
+    assert compare_input_tokens(flat.policies, data, counted).tokens_error > 0.05
+
+
+def test_scale_is_stored_applied_and_optional(tmp_path: Path) -> None:
+    path = tiny_checkpoint(tmp_path / "a")
+    ckpt = load_checkpoint(path)
+    assert [m.input_token_scale for m in ckpt.models] == [1.0, 1.0]  # old manifests: 1.0
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert "input_token_scale" not in manifest["models"][0]
+    scaled = dataclasses.replace(ckpt, models=(
+        dataclasses.replace(ckpt.models[0], input_token_scale=1.5), ckpt.models[1]))
+    back = load_checkpoint(save_checkpoint(scaled, tmp_path / "b"))
+    assert back.models[0].input_token_scale == 1.5
+    emb = np.zeros((1, ckpt.embedder.dim))
+    plain, more = Scorer(ckpt).predict(emb, 1000), Scorer(back).predict(emb, 1000)
+    out_cost = plain.tokens * np.array([m.output_price_per_million for m in ckpt.models]
+                                       )[None, :, None] / 1e6
+    in_plain, in_more = plain.cost - out_cost, more.cost - out_cost
+    np.testing.assert_allclose(in_more[:, 0], 1.5 * in_plain[:, 0])
+    np.testing.assert_allclose(in_more[:, 1], in_plain[:, 1])
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, "x", True, 1e9])
+def test_invalid_scale_is_refused_with_its_field(tmp_path: Path, bad: object) -> None:
+    path = tiny_checkpoint(tmp_path / "a")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["models"][1]["input_token_scale"] = bad
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert "models[1].input_token_scale" in str(info.value)
+
+
+def test_gateway_does_not_scale_a_count_made_with_the_models_own_tokenizer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # "own" is counted with a tokenizer of its own (as LiteLLM does for Llama), "gpt" with
+    # cl100k: only the cl100k count is left for the checkpoint's scale to correct.
+    monkeypatch.setattr(gateway_tokens, "tokenizer_key",
+                        lambda model: "llama" if model == "up/own" else "tiktoken")
+    counter = gateway_tokens.InputTokenCounter(
+        ("own", "gpt"), {"own": "up/own", "gpt": "up/gpt"}, scales=[1.25, 1.25])
+    messages = [{"role": "user", "content": "How many primes are there below one hundred?"}]
+    own, gpt = counter.count(messages)
+    plain = gateway_tokens.InputTokenCounter(("own", "gpt"), {"own": "up/own", "gpt": "up/gpt"})
+    own_raw, gpt_raw = plain.count(messages)
+    assert gpt == gpt_raw
+    assert own * 1.25 == pytest.approx(own_raw)
