@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -277,7 +278,7 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
     @app.post("/v1/responses")
     async def responses(request: Request) -> Response:
         return await endpoint(request, "/v1/responses", handle_responses,
-                              parse_responses_request)
+                              partial(parse_responses_request, max_items=server.max_messages))
 
     @app.post("/v1/messages")
     async def messages(request: Request) -> Response:

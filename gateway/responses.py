@@ -179,8 +179,14 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
     return chat
 
 
-def parse_responses_request(body: dict[str, Any]) -> None:
-    """Validate a Responses body (the conversion raises any 400) before admission."""
+def parse_responses_request(body: dict[str, Any], max_items: int | None = None) -> None:
+    """Validate a Responses body (the conversion raises any 400) before admission; an
+    `input` of more than `max_items` items (`server.max_messages`) is refused before it is
+    walked, as chat's `messages` are."""
+    items = body.get("input")
+    if max_items is not None and isinstance(items, list) and len(items) > max_items:
+        raise bad_request(f"too many input items: at most {max_items} are accepted", "input",
+                          "too_many_messages")
     to_chat(body)
 
 

@@ -169,3 +169,18 @@ def test_response_bad_input_gets_the_envelope(gw: Any, standin: Any, body: dict[
     error = resp.json()["error"]
     assert error["param"] == param and error["message"] and error["type"]
     assert standin.received == []
+
+
+def test_response_input_is_bounded_like_chat_messages(tmp_path: Any, make_gateway: Any,
+                                                      standin: Any) -> None:
+    gw = make_gateway(gateway_settings(tiny_checkpoint(tmp_path / "ck"), standin.base_url,
+                                       max_messages=4))
+    items = [{"role": "user", "content": f"turn {i}"} for i in range(5)]
+    resp = httpx.post(f"{gw.url}/v1/responses", json={"model": "r2-auto", "input": items},
+                      timeout=30)
+    assert resp.status_code == 400
+    assert resp.json()["error"]["code"] == "too_many_messages"
+    assert resp.json()["error"]["param"] == "input"
+    ok = gw.client().responses.create(model="weak", input=items[:4])
+    assert ok.output_text == "Hello from the stand-in."
+    assert len(sent(standin)["messages"]) == 4
