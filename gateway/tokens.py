@@ -30,13 +30,28 @@ log = logging.getLogger("r2.gateway")
 Messages = Sequence[Mapping[str, Any]]
 
 
+#: LiteLLM tokenizers that it would download from the Hugging Face hub on first use (and retry
+#: on the request path after a failure). Never fetched here: such models are counted with
+#: cl100k, which `input_token_scale` (fitted against cl100k by `r2 train`) corrects.
+_HUB_KINDS = frozenset({"cohere", "llama2", "llama3"})
+#: A model LiteLLM counts with cl100k, for groups whose own tokenizer is not used.
+_CL100K_MODEL = "gpt-3.5-turbo"
+
+
+def _litellm_kind(litellm_model: str) -> str | None:
+    from litellm.utils import huggingface_tokenizer_kind
+
+    return huggingface_tokenizer_kind(litellm_model)
+
+
 def tokenizer_key(litellm_model: str) -> str:
-    """Which tokenizer LiteLLM would pick for this model ("tiktoken" unless it names one)."""
+    """Which tokenizer this model is counted with: LiteLLM's own pick where it ships that
+    tokenizer, "tiktoken" otherwise (including tokenizers LiteLLM would fetch from the hub)."""
     try:
-        from litellm.utils import huggingface_tokenizer_kind
+        kind = _litellm_kind(litellm_model)
     except ImportError:  # another LiteLLM version: count each model on its own
         return litellm_model
-    return huggingface_tokenizer_kind(litellm_model) or "tiktoken"
+    return kind if kind is not None and kind not in _HUB_KINDS else "tiktoken"
 
 
 class InputTokenCounter:
@@ -52,6 +67,8 @@ class InputTokenCounter:
         for name in self.models:
             litellm_model = litellm_models.get(name, name)
             key = tokenizer_key(litellm_model) if kind != "words1.3" else "words"
+            if key == "tiktoken" and _litellm_kind(litellm_model) is not None:
+                litellm_model = _CL100K_MODEL  # never LiteLLM's hub tokenizer for this model
             groups.setdefault(key, litellm_model)
             self._group_of.append(key)
         self._groups = groups

@@ -107,3 +107,26 @@ def test_gateway_does_not_scale_a_count_made_with_the_models_own_tokenizer(
     own_raw, gpt_raw = plain.count(messages)
     assert gpt == gpt_raw
     assert own * 1.25 == pytest.approx(own_raw)
+
+
+def test_models_whose_tokenizer_litellm_would_download_are_counted_offline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # LiteLLM counts Llama 3 with a tokenizer it fetches from the Hugging Face hub (and retries
+    # on the request path after a failure); the gateway counts such models with cl100k instead,
+    # which the checkpoint's per-model scale corrects, and never asks LiteLLM for the tokenizer.
+    import litellm.utils
+
+    def no_hub(kind: str) -> None:
+        raise AssertionError(f"LiteLLM was asked for the {kind} tokenizer")
+
+    monkeypatch.setattr(litellm.utils, "_load_huggingface_tokenizer", no_hub)
+    llama = "openrouter/meta-llama/llama-3.1-70b-instruct"
+    assert gateway_tokens.tokenizer_key(llama) == "tiktoken"
+    counter = gateway_tokens.InputTokenCounter(("llama", "gpt"),
+                                               {"llama": llama, "gpt": "openai/gpt-4o-mini"},
+                                               scales=[1.2, 1.0])
+    messages = [{"role": "user", "content": "How many primes are there below one hundred?"}]
+    llama_count, gpt_count = counter.count(messages)
+    assert llama_count == gpt_count > 10  # one cl100k-family count, not divided by the scale
+    # a tokenizer LiteLLM ships (DeepSeek's) is still used as LiteLLM picks it
+    assert gateway_tokens.tokenizer_key("deepseek/deepseek-chat") == "deepseek"
