@@ -43,6 +43,7 @@ from httpload import closed_loop  # noqa: E402
 from loadenv import (  # noqa: E402
     MODELS,
     ROOT,
+    cpu_seconds,
     free_port,
     placement,
     start,
@@ -67,7 +68,7 @@ def throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         procs.append(start([sys.executable, "-c", "import sys; sys.path.insert(0, 'benchmarks');"
                             f" import loadenv; loadenv.serve_standin({sport})"],
                            f"http://127.0.0.1:{sport}/v1/models", harness))
-        ports = {}
+        ports, pids = {}, {}
         for name in ("off", "on"):
             d = work / name
             d.mkdir()
@@ -81,15 +82,21 @@ def throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                 str(cfg_path), "--port", str(ports[name]), "--log-level",
                                 "warning"], f"http://127.0.0.1:{ports[name]}/healthz",
                                gateway_cpus))
+            pids[name] = procs[-1].pid
         bodies = [body(i) for i in range(64)]
         rates: dict[str, list[float]] = {"off": [], "on": []}
+        cpu_ms: dict[str, list[float]] = {"off": [], "on": []}
         for r in range(args.rounds):
             for name in (("off", "on") if r % 2 == 0 else ("on", "off")):
+                cpu0 = cpu_seconds(pids[name])
                 res = asyncio.run(closed_loop("127.0.0.1", ports[name], "/v1/chat/completions",
-                                              bodies, args.concurrency, args.seconds))
+                                              bodies, args.concurrency, args.seconds,
+                                              warmup_s=0.0))
+                per = (cpu_seconds(pids[name]) - cpu0) * 1000 / max(1, len(res.samples))
                 rates[name].append(res.rps)
-                print(f"  round {r + 1} log {name:<3} {res.rps:7.1f} req/s "
-                      f"({res.non_2xx()} non-2xx)", flush=True)
+                cpu_ms[name].append(per)
+                print(f"  round {r + 1} log {name:<3} {res.rps:7.1f} req/s, {per:5.2f} ms CPU "
+                      f"per request ({res.non_2xx()} non-2xx)", flush=True)
         metrics = httpx.get(f"http://127.0.0.1:{ports['on']}/metrics").text
         records = {line.split('"')[1]: float(line.split()[-1]) for line in metrics.splitlines()
                    if line.startswith("r2_decision_log_records_total{")}
@@ -98,12 +105,16 @@ def throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     finally:
         stop_all(procs)
     off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    cpu_off, cpu_on = statistics.median(cpu_ms["off"]), statistics.median(cpu_ms["on"])
     out = {"off_rps": off, "on_rps": on, "ratio": on / off, "rounds": rates,
+           "cpu_ms_per_request": cpu_ms, "cpu_ratio": cpu_on / cpu_off,
            "records": records, "log_bytes": size, "concurrency": args.concurrency,
            "embedder": args.embedder}
     print(f"throughput at concurrency {args.concurrency} ({args.embedder} embedder): log off "
           f"{off:.1f} req/s, log on {on:.1f} req/s, ratio {on / off:.3f} (median of "
-          f"{args.rounds} rounds); records {records}; log {size / 1e6:.1f} MB")
+          f"{args.rounds} rounds); CPU per request {cpu_off:.2f} ms off, {cpu_on:.2f} ms on "
+          f"(x{cpu_on / cpu_off:.3f}, capacity ratio x{cpu_off / cpu_on:.3f}); records "
+          f"{records}; log {size / 1e6:.1f} MB")
     return out
 
 

@@ -4,6 +4,7 @@ bad moves decisions away from it; `r2 calibrate --from-log` writes a trade-off t
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,12 @@ def test_refit_moves_decisions_away_from_an_arm_with_bad_feedback(
     assert r2(["train", "--from-log", str(db), "--checkpoint", str(ckpt),
                "--out", str(tmp_path / "refit")]) == 0
     out = capsys.readouterr().out
+    with capsys.disabled():  # the refit's report, for `pytest -s`
+        print(out)
     assert "validation AUDC (off-policy IPS estimate" in out
+    line = next(x for x in out.splitlines() if x.startswith("mean feedback at the logged"))
+    base_value, refit_value = (float(v) for v in re.findall(r"(?:base|refit) ([0-9.]+)", line))
+    assert base_value < 0.2 and refit_value > 0.8, line
     after = picks(tmp_path / "refit", new)
     assert after.count("weak") >= len(new) - 1, after
     manifest = json.loads((tmp_path / "refit" / MANIFEST).read_text())
