@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -293,3 +294,21 @@ def test_writer_sweeps_expired_records(tmp_path: Path) -> None:
     check = open_store(db)
     assert check.query("SELECT COUNT(*) FROM decisions") == [(0,)]
     check.close()
+
+
+def test_client_disconnect_is_recorded(make_gateway: Any, tmp_path: Path,
+                                       standin: Any) -> None:
+    gw = logged_gateway(make_gateway, tmp_path, standin)
+    standin.default = Behaviour(delay_s=3.0)
+    with pytest.raises(openai.APITimeoutError):
+        send(gw.client(KEY, timeout=0.5), {"x-r2-lambda": "0"})
+    log = gw.app.state.decision_log
+    deadline = time.monotonic() + 10
+    records: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not records:
+        log.flush()
+        records = rows(tmp_path / "log.sqlite3")
+        time.sleep(0.1)
+    (rec,) = records
+    assert rec["client_closed"] == 1 and rec["upstream_error"] == 0
+    assert rec["status"] == 499 and rec["model"] == "strong"
