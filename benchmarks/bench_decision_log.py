@@ -205,6 +205,49 @@ def big(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return out
 
 
+def writer_cost(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """CPU seconds per record of the writer's work (conversion, arm totals, SQLite insert) for
+    the published release's checkpoint (11 models x 16 policies, 1024-d): the cost the log
+    adds to the gateway's process, off the event loop but on its CPU."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from gateway.decisionlog import DecisionLog, LogSettings
+    from gateway.decisionlog.explore import KeepEmbedding
+    from gateway.decisionlog.record import Finished, Trace
+    from router_core import Scorer, load_checkpoint
+
+    ckpt = load_checkpoint(ROOT / "checkpoints" / "r2-release")
+    scorer = Scorer(ckpt)
+    log = DecisionLog(LogSettings(path=str(work / "writer.sqlite3")), scorer,
+                      CollectorRegistry())
+    store = log.open()
+    rng = np.random.default_rng(0)
+    hook = KeepEmbedding()
+    items = []
+    for i in range(args.writer_records):
+        emb = rng.normal(0, 1, ckpt.embedder.dim)
+        emb /= np.linalg.norm(emb)
+        decision = hook(scorer.decide(emb, 300.0, 0.9999), emb)
+        outcome = SimpleNamespace(decision=decision, deployment=decision.model, lambda_=0.9999,
+                                  tradeoff=None, fallback=None, request_id=f"r2-{i:016x}")
+        trace = Trace(prompt_tokens=300, completion_tokens=120, cost_usd=1e-4,
+                      finish_reason="stop")
+        items.append(Finished(time.time(), f"r2-{i:016x}", None, "/v1/chat/completions",
+                              outcome, trace, 200, None, 120.0))
+    batch = 512
+    cpu0 = time.process_time()
+    for lo in range(0, len(items), batch):
+        rows, arms = log._convert(items[lo:lo + batch])  # noqa: SLF001 - what the writer runs
+        store.write(rows, arms)
+    per = (time.process_time() - cpu0) / len(items)
+    store.close()
+    print(f"writer: {per * 1e6:.0f} us of CPU per record (release checkpoint, 187 arms, "
+          f"1024-d; batches of {batch}, {len(items)} records)")
+    return {"cpu_us_per_record": per * 1e6, "records": len(items)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=10.0)
@@ -212,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--embedder", choices=["hash", "local"], default="hash")
     p.add_argument("--records", type=int, default=1_000_000)
-    p.add_argument("--skip", nargs="*", default=[], choices=["throughput", "big"])
+    p.add_argument("--writer-records", type=int, default=5120)
+    p.add_argument("--skip", nargs="*", default=[], choices=["throughput", "writer", "big"])
     p.add_argument("--no-pin", action="store_true")
     p.add_argument("--json", metavar="OUT")
     args = p.parse_args(argv)
@@ -222,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         if "throughput" not in args.skip:
             results["throughput"] = throughput(args, work)
+        if "writer" not in args.skip:
+            results["writer"] = writer_cost(args, work)
         if "big" not in args.skip:
             results["big"] = big(args, work)
     print(f"load average after: {os.getloadavg()}")
