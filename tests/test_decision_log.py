@@ -104,6 +104,14 @@ def test_traffic_feedback_and_report_match_what_was_sent(make_gateway: Any, tmp_
     assert r2(["report", "--log", str(tmp_path / "log.sqlite3"), "--json", str(out),
                "--plot", str(tmp_path / "report.png")]) == 0
     rep = json.loads(out.read_text())
+    # The contract with the dashboard (docs/production-learning.md, `r2 report --json`).
+    assert {"requests", "spend_usd", "predicted_spend_usd", "by_arm", "saving"} <= rep.keys()
+    for arm in rep["by_arm"]:
+        assert {"model", "policy", "requests", "spend_usd", "predicted_cost_usd",
+                "mean_output_tokens", "predicted_output_tokens", "truncation_rate",
+                "feedback_mean", "feedback_count"} <= arm.keys()
+    assert set(rep["saving"]) == {"baseline_arm", "baseline_cost_usd", "actual_cost_usd",
+                                  "saving_usd", "saving_fraction", "assumptions"}
     assert rep["requests"] == 11
     stream_rec = next(r for r in records if r["request_id"] not in scores)
     expected_spend = sum(s["cost"] for s in sent) + stream_rec["cost_usd"]
