@@ -131,6 +131,9 @@ def test_traffic_feedback_and_report_match_what_was_sent(make_gateway: Any, tmp_
     saving = rep["saving"]
     assert saving["baseline_arm"].startswith("strong@")  # the highest predicted quality
     assert saving["actual_cost_usd"] == pytest.approx(expected_spend)
+    # Every request sent to strong@10 (same prompt, answers cut at 10 tokens) would have cost
+    # what the strong requests cost each: the predicted baseline, scaled by realised/predicted.
+    assert saving["baseline_cost_usd"] == pytest.approx(11 * sent[0]["cost"])
     assert saving["saving_usd"] == pytest.approx(saving["baseline_cost_usd"] - expected_spend)
     assert "baseline" in saving["assumptions"]
     assert (tmp_path / "report.png").stat().st_size > 1000
