@@ -43,6 +43,7 @@ from httpload import closed_loop  # noqa: E402
 from loadenv import (  # noqa: E402
     MODELS,
     ROOT,
+    cpu_seconds,
     free_port,
     placement,
     start,
@@ -67,7 +68,7 @@ def throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         procs.append(start([sys.executable, "-c", "import sys; sys.path.insert(0, 'benchmarks');"
                             f" import loadenv; loadenv.serve_standin({sport})"],
                            f"http://127.0.0.1:{sport}/v1/models", harness))
-        ports = {}
+        ports, pids = {}, {}
         for name in ("off", "on"):
             d = work / name
             d.mkdir()
@@ -81,15 +82,21 @@ def throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                 str(cfg_path), "--port", str(ports[name]), "--log-level",
                                 "warning"], f"http://127.0.0.1:{ports[name]}/healthz",
                                gateway_cpus))
+            pids[name] = procs[-1].pid
         bodies = [body(i) for i in range(64)]
         rates: dict[str, list[float]] = {"off": [], "on": []}
+        cpu_ms: dict[str, list[float]] = {"off": [], "on": []}
         for r in range(args.rounds):
             for name in (("off", "on") if r % 2 == 0 else ("on", "off")):
+                cpu0 = cpu_seconds(pids[name])
                 res = asyncio.run(closed_loop("127.0.0.1", ports[name], "/v1/chat/completions",
-                                              bodies, args.concurrency, args.seconds))
+                                              bodies, args.concurrency, args.seconds,
+                                              warmup_s=0.0))
+                per = (cpu_seconds(pids[name]) - cpu0) * 1000 / max(1, len(res.samples))
                 rates[name].append(res.rps)
-                print(f"  round {r + 1} log {name:<3} {res.rps:7.1f} req/s "
-                      f"({res.non_2xx()} non-2xx)", flush=True)
+                cpu_ms[name].append(per)
+                print(f"  round {r + 1} log {name:<3} {res.rps:7.1f} req/s, {per:5.2f} ms CPU "
+                      f"per request ({res.non_2xx()} non-2xx)", flush=True)
         metrics = httpx.get(f"http://127.0.0.1:{ports['on']}/metrics").text
         records = {line.split('"')[1]: float(line.split()[-1]) for line in metrics.splitlines()
                    if line.startswith("r2_decision_log_records_total{")}
@@ -98,12 +105,16 @@ def throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     finally:
         stop_all(procs)
     off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    cpu_off, cpu_on = statistics.median(cpu_ms["off"]), statistics.median(cpu_ms["on"])
     out = {"off_rps": off, "on_rps": on, "ratio": on / off, "rounds": rates,
+           "cpu_ms_per_request": cpu_ms, "cpu_ratio": cpu_on / cpu_off,
            "records": records, "log_bytes": size, "concurrency": args.concurrency,
            "embedder": args.embedder}
     print(f"throughput at concurrency {args.concurrency} ({args.embedder} embedder): log off "
           f"{off:.1f} req/s, log on {on:.1f} req/s, ratio {on / off:.3f} (median of "
-          f"{args.rounds} rounds); records {records}; log {size / 1e6:.1f} MB")
+          f"{args.rounds} rounds); CPU per request {cpu_off:.2f} ms off, {cpu_on:.2f} ms on "
+          f"(x{cpu_on / cpu_off:.3f}, capacity ratio x{cpu_off / cpu_on:.3f}); records "
+          f"{records}; log {size / 1e6:.1f} MB")
     return out
 
 
@@ -194,6 +205,49 @@ def big(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return out
 
 
+def writer_cost(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """CPU seconds per record of the writer's work (conversion, arm totals, SQLite insert) for
+    the published release's checkpoint (11 models x 16 policies, 1024-d): the cost the log
+    adds to the gateway's process, off the event loop but on its CPU."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from gateway.decisionlog import DecisionLog, LogSettings
+    from gateway.decisionlog.explore import KeepEmbedding
+    from gateway.decisionlog.record import Finished, Trace
+    from router_core import Scorer, load_checkpoint
+
+    ckpt = load_checkpoint(ROOT / "checkpoints" / "r2-release")
+    scorer = Scorer(ckpt)
+    log = DecisionLog(LogSettings(path=str(work / "writer.sqlite3")), scorer,
+                      CollectorRegistry())
+    store = log.open()
+    rng = np.random.default_rng(0)
+    hook = KeepEmbedding()
+    items = []
+    for i in range(args.writer_records):
+        emb = rng.normal(0, 1, ckpt.embedder.dim)
+        emb /= np.linalg.norm(emb)
+        decision = hook(scorer.decide(emb, 300.0, 0.9999), emb)
+        outcome = SimpleNamespace(decision=decision, deployment=decision.model, lambda_=0.9999,
+                                  tradeoff=None, fallback=None, request_id=f"r2-{i:016x}")
+        trace = Trace(prompt_tokens=300, completion_tokens=120, cost_usd=1e-4,
+                      finish_reason="stop")
+        items.append(Finished(time.time(), f"r2-{i:016x}", None, "/v1/chat/completions",
+                              outcome, trace, 200, None, 120.0))
+    batch = 512
+    cpu0 = time.process_time()
+    for lo in range(0, len(items), batch):
+        rows, arms = log._convert(items[lo:lo + batch])  # noqa: SLF001 - what the writer runs
+        store.write(rows, arms)
+    per = (time.process_time() - cpu0) / len(items)
+    store.close()
+    print(f"writer: {per * 1e6:.0f} us of CPU per record (release checkpoint, 187 arms, "
+          f"1024-d; batches of {batch}, {len(items)} records)")
+    return {"cpu_us_per_record": per * 1e6, "records": len(items)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=10.0)
@@ -201,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--embedder", choices=["hash", "local"], default="hash")
     p.add_argument("--records", type=int, default=1_000_000)
-    p.add_argument("--skip", nargs="*", default=[], choices=["throughput", "big"])
+    p.add_argument("--writer-records", type=int, default=5120)
+    p.add_argument("--skip", nargs="*", default=[], choices=["throughput", "writer", "big"])
     p.add_argument("--no-pin", action="store_true")
     p.add_argument("--json", metavar="OUT")
     args = p.parse_args(argv)
@@ -211,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         if "throughput" not in args.skip:
             results["throughput"] = throughput(args, work)
+        if "writer" not in args.skip:
+            results["writer"] = writer_cost(args, work)
         if "big" not in args.skip:
             results["big"] = big(args, work)
     print(f"load average after: {os.getloadavg()}")

@@ -79,11 +79,19 @@ class RankedCandidates(Sequence[Candidate]):
     need the chosen one. Compares equal to a tuple or sequence with the same candidates.
     """
 
-    __slots__ = ("_build", "_items")
+    __slots__ = ("_build", "_items", "_top")
 
-    def __init__(self, build: Callable[[], tuple[Candidate, ...]]) -> None:
+    def __init__(self, build: Callable[[], tuple[Candidate, ...]],
+                 top: Callable[[int], tuple[Candidate, ...]] | None = None) -> None:
         self._build: Callable[[], tuple[Candidate, ...]] | None = build
         self._items: tuple[Candidate, ...] = ()
+        self._top = top
+
+    def top(self, k: int) -> tuple[Candidate, ...]:
+        """`self[:k]`, building only those `k` when the list has not been built yet."""
+        if self._build is None or self._top is None:
+            return self._get()[:k]
+        return self._top(k)
 
     def _get(self) -> tuple[Candidate, ...]:
         if self._build is not None:
@@ -366,11 +374,12 @@ class Scorer:
                          float(util[row, mi, pi]))
 
     def ranked(self, scores: Scores, util: F64, mask: npt.NDArray[np.bool_],
-               row: int) -> tuple[Candidate, ...]:
-        """Feasible candidates of `row`, best utility first, ties in flat (model, policy) order."""
+               row: int, k: int | None = None) -> tuple[Candidate, ...]:
+        """Feasible candidates of `row`, best utility first, ties in flat (model, policy) order
+        (the first `k` only, when given)."""
         flat_util = util[row].reshape(-1)
         order = np.argsort(-flat_util, kind="stable")
-        order = order[mask[row].reshape(-1)[order]]
+        order = order[mask[row].reshape(-1)[order]][:k]
         p = self.shape[1]
         q, t, c = (x[row].reshape(-1)[order].tolist()
                    for x in (scores.quality, scores.tokens, scores.cost))
@@ -391,7 +400,8 @@ class Scorer:
         if idx[0] < 0:
             raise NoFeasibleCandidateError("no (model, budget) satisfies the constraints")
         flat = int(idx[0])
-        cands = RankedCandidates(lambda: self.ranked(scores, util, mask, 0))
+        cands = RankedCandidates(lambda: self.ranked(scores, util, mask, 0),
+                                 lambda k: self.ranked(scores, util, mask, 0, k))
         tokens = tokens.reshape(-1)
         return Decision(self.candidate(scores, util, 0, flat), self.policies[flat % self.shape[1]],
                         float(lambda_), int(tokens[flat // self.shape[1]] if tokens.size > 1

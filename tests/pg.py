@@ -38,14 +38,20 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.chown(base, "postgres", "postgres")
     server = PostgresServer(base, data, free_port())
     try:
-        subprocess.run(_as_owner([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust",
-                                  "-U", "r2", "--no-sync"]),
-                       check=True, capture_output=True, timeout=120)
+        _run(_as_owner([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "r2",
+                        "--no-sync"]), base)
         server.start()
         yield server
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=cwd)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:5])} failed ({done.returncode}): "
+                           f"{(done.stderr or done.stdout)[-2000:]}")
 
 
 class PostgresServer:
@@ -58,10 +64,9 @@ class PostgresServer:
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(_as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts,
-                                  "-l", str(self.base / "server.log"), "-w", "start"]),
-                       check=True, capture_output=True, timeout=120)
+        _run(_as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts,
+                        "-l", str(self.base / "server.log"), "-w", "start"]), self.base)
 
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(_as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode,
-                                  "-w", "stop"]), capture_output=True, timeout=120)
+                                  "-w", "stop"]), capture_output=True, timeout=120, cwd=self.base)

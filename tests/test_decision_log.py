@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,14 @@ def test_traffic_feedback_and_report_match_what_was_sent(make_gateway: Any, tmp_
     assert r2(["report", "--log", str(tmp_path / "log.sqlite3"), "--json", str(out),
                "--plot", str(tmp_path / "report.png")]) == 0
     rep = json.loads(out.read_text())
+    # The contract with the dashboard (docs/production-learning.md, `r2 report --json`).
+    assert {"requests", "spend_usd", "predicted_spend_usd", "by_arm", "saving"} <= rep.keys()
+    for arm in rep["by_arm"]:
+        assert {"model", "policy", "requests", "spend_usd", "predicted_cost_usd",
+                "mean_output_tokens", "predicted_output_tokens", "truncation_rate",
+                "feedback_mean", "feedback_count"} <= arm.keys()
+    assert set(rep["saving"]) == {"baseline_arm", "baseline_cost_usd", "actual_cost_usd",
+                                  "saving_usd", "saving_fraction", "assumptions"}
     assert rep["requests"] == 11
     stream_rec = next(r for r in records if r["request_id"] not in scores)
     expected_spend = sum(s["cost"] for s in sent) + stream_rec["cost_usd"]
@@ -122,6 +131,9 @@ def test_traffic_feedback_and_report_match_what_was_sent(make_gateway: Any, tmp_
     saving = rep["saving"]
     assert saving["baseline_arm"].startswith("strong@")  # the highest predicted quality
     assert saving["actual_cost_usd"] == pytest.approx(expected_spend)
+    # Every request sent to strong@10 (same prompt, answers cut at 10 tokens) would have cost
+    # what the strong requests cost each: the predicted baseline, scaled by realised/predicted.
+    assert saving["baseline_cost_usd"] == pytest.approx(11 * sent[0]["cost"])
     assert saving["saving_usd"] == pytest.approx(saving["baseline_cost_usd"] - expected_spend)
     assert "baseline" in saving["assumptions"]
     assert (tmp_path / "report.png").stat().st_size > 1000
@@ -293,3 +305,21 @@ def test_writer_sweeps_expired_records(tmp_path: Path) -> None:
     check = open_store(db)
     assert check.query("SELECT COUNT(*) FROM decisions") == [(0,)]
     check.close()
+
+
+def test_client_disconnect_is_recorded(make_gateway: Any, tmp_path: Path,
+                                       standin: Any) -> None:
+    gw = logged_gateway(make_gateway, tmp_path, standin)
+    standin.default = Behaviour(delay_s=3.0)
+    with pytest.raises(openai.APITimeoutError):
+        send(gw.client(KEY, timeout=0.5), {"x-r2-lambda": "0"})
+    log = gw.app.state.decision_log
+    deadline = time.monotonic() + 10
+    records: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not records:
+        log.flush()
+        records = rows(tmp_path / "log.sqlite3")
+        time.sleep(0.1)
+    (rec,) = records
+    assert rec["client_closed"] == 1 and rec["upstream_error"] == 0
+    assert rec["status"] == 499 and rec["model"] == "strong"

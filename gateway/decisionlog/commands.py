@@ -63,6 +63,10 @@ def train_from_log(args: argparse.Namespace, train_data: Any) -> int:
               f"(change {v['change']:+.4f}; records matching the router's pick per lambda: "
               f"{v['base']['matched_records_mean']:.1f} -> "
               f"{v['refit']['matched_records_mean']:.1f})")
+        print(f"mean feedback at the logged lambdas (IPS): base "
+              f"{v['base']['value_at_logged_lambda']:.4f} ({v['base']['matched_at_logged_lambda']}"
+              f" records match) -> refit {v['refit']['value_at_logged_lambda']:.4f} "
+              f"({v['refit']['matched_at_logged_lambda']} match)")
     else:
         print("validation AUDC: too few records to hold any out")
     print(f"wrote {Path(args.out)}: refit of {base_dir} on {result.rows} records "

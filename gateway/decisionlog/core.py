@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -59,6 +60,7 @@ class DecisionLog:
         Gauge("r2_decision_log_queue", "Decision records waiting for the writer",
               registry=registry).set_function(lambda: self.writer.queue.qsize())
         self._reader: SQLStore | None = None
+        self._reading = threading.Lock()  # one reader connection, one report at a time
 
     def open(self) -> SQLStore:
         return open_store(self.target)
@@ -69,9 +71,10 @@ class DecisionLog:
 
     def stop(self) -> None:
         self.writer.stop()
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        with self._reading:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     # -- request side -------------------------------------------------------------------------
     def trace(self, body: dict[str, Any]) -> Trace:
@@ -111,14 +114,15 @@ class DecisionLog:
         return await asyncio.to_thread(self._summary, since)
 
     def _summary(self, since: float | None) -> dict[str, Any]:
-        if self._reader is None:
-            self._reader = self.open()
-        try:
-            return summarize(self._reader, since)
-        except Exception:
-            self._reader.close()
-            self._reader = None
-            raise
+        with self._reading:
+            if self._reader is None:
+                self._reader = self.open()
+            try:
+                return summarize(self._reader, since)
+            except Exception:
+                self._reader.close()
+                self._reader = None
+                raise
 
     def flush(self, timeout: float = 10.0) -> bool:
         return self.writer.flush(timeout)

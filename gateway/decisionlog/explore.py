@@ -53,20 +53,28 @@ class Explorer:
         chosen = decision.chosen
         if self.rate <= 0:
             return _logged(decision, embedding, chosen)
+        explore = self._rng.random() < self.rate
+        if not explore:  # the common case: only whether another arm exists is needed
+            alone = len(_top(decision.candidates, 2)) < 2
+            return _logged(decision, embedding, chosen,
+                           propensity=1.0 if alone else 1.0 - self.rate)
         cands = list(decision.candidates)
         others = [c for c in cands if (c.model, c.budget) != (chosen.model, chosen.budget)]
         if not others:
             return _logged(decision, embedding, chosen)
         weights = self.weights(others, chosen.utility, min(c.utility for c in cands))
-        total = sum(weights)
-        if self._rng.random() >= self.rate:
-            return _logged(decision, embedding, chosen, propensity=1.0 - self.rate)
         pick = self._rng.choices(range(len(others)), weights)[0]
         arm = others[pick]
         return LoggedDecision(arm, self.scorer.policy_for(arm.budget), decision.lambda_,
                               decision.input_tokens, decision.candidates, embedding=embedding,
-                              explored=True, propensity=self.rate * weights[pick] / total,
+                              explored=True,
+                              propensity=self.rate * weights[pick] / sum(weights),
                               greedy=chosen)
+
+
+def _top(candidates: Any, k: int) -> Any:
+    top = getattr(candidates, "top", None)
+    return top(k) if top is not None else candidates[:k]
 
 
 def _logged(decision: Decision, embedding: Any, greedy: Candidate,

@@ -45,7 +45,7 @@ VALIDATION_SHARE = 0.2
 
 _SCORED = """
 SELECT request_id, embedding, model, policy, feedback_score, propensity, input_tokens,
-       completion_tokens, COALESCE(cost_usd, predicted_cost_usd)
+       completion_tokens, COALESCE(cost_usd, predicted_cost_usd), lambda
 FROM decisions
 WHERE feedback_score IS NOT NULL AND embedding_kind = 'float16' AND fallback IS NULL
   AND status < 400 AND ts >= ?
@@ -68,21 +68,22 @@ class LogRows:
     input_tokens: F64
     tokens: F64
     cost: F64
+    lambdas: F64
 
     def subset(self, mask: npt.NDArray[np.bool_]) -> LogRows:
         idx = np.flatnonzero(mask)
         return LogRows([self.ids[i] for i in idx], self.x[idx], self.arm[idx], self.score[idx],
                        self.weight[idx], self.input_tokens[idx], self.tokens[idx],
-                       self.cost[idx])
+                       self.cost[idx], self.lambdas[idx])
 
 
 def read_scored(store: SQLStore, ckpt: Checkpoint, since: float | None = None) -> LogRows:
     models = {m: i for i, m in enumerate(ckpt.model_names)}
     labels = {str(p.label): j for j, p in enumerate(ckpt.policies)}
     p = len(ckpt.policies)
-    ids, xs, arms, scores, weights, tin, tout, costs = [], [], [], [], [], [], [], []
+    ids, xs, arms, scores, weights, tin, tout, costs, lams = [], [], [], [], [], [], [], [], []
     skipped = 0
-    for rid, emb, model, policy, score, prop, n_in, n_out, cost in store.query(
+    for rid, emb, model, policy, score, prop, n_in, n_out, cost, lam in store.query(
             _SCORED, (-1e300 if since is None else since,)):
         x = decode_embedding(emb)
         if x.shape[0] != ckpt.embedder.dim or model not in models or policy not in labels:
@@ -96,13 +97,15 @@ def read_scored(store: SQLStore, ckpt: Checkpoint, since: float | None = None) -
         tin.append(float(n_in or 0))
         tout.append(np.nan if n_out is None else float(n_out))
         costs.append(float(cost or 0.0))
+        lams.append(float(lam or 0.0))
     if not ids:
         raise InvalidInputError(
             f"the log has no feedback-scored records this checkpoint can learn from ({skipped} "
             "skipped: another embedder, model or policy); send feedback with POST /v1/feedback "
             "and keep log.embedding: float16", param="from_log")
     return LogRows(ids, np.vstack(xs), np.asarray(arms, dtype=np.intp), np.asarray(scores),
-                   np.asarray(weights), np.asarray(tin), np.asarray(tout), np.asarray(costs))
+                   np.asarray(weights), np.asarray(tin), np.asarray(tout), np.asarray(costs),
+                   np.asarray(lams))
 
 
 def read_queries(store: SQLStore, dim: int, since: float | None = None) -> tuple[F64, F64]:
@@ -238,6 +241,19 @@ def _ips_curve(scorer: Scorer, rows: LogRows, lambdas: F64) -> tuple[F64, F64, l
     return np.asarray(costs), np.asarray(quals), matched
 
 
+def _at_logged_lambda(scorer: Scorer, rows: LogRows) -> dict[str, Any]:
+    """IPS estimate of mean feedback if the router had decided each held-out request at the
+    lambda it was served with (the policy's value on this traffic)."""
+    scores = scorer.predict(rows.x, rows.input_tokens)
+    n = rows.x.shape[0]
+    q, c = scores.quality.reshape(n, -1), scores.cost.reshape(n, -1)
+    lam = rows.lambdas[:, None]
+    hit = np.argmax((1.0 - lam) * q - lam * c, axis=1) == rows.arm
+    w = rows.weight * hit
+    value = float(np.sum(w * rows.score) / w.sum()) if w.sum() > 0 else float("nan")
+    return {"value_at_logged_lambda": value, "matched_at_logged_lambda": int(hit.sum())}
+
+
 def compare(base: Checkpoint, new: Checkpoint, rows: LogRows) -> dict[str, Any]:
     """Off-policy (self-normalised IPS) validation AUDC of `base` and `new` on `rows`."""
     from router_core.training import audc, lambda_grid
@@ -251,6 +267,7 @@ def compare(base: Checkpoint, new: Checkpoint, rows: LogRows) -> dict[str, Any]:
         ok = ~np.isnan(cost)
         value = audc(cost[ok], qual[ok], lo, hi) if ok.any() and hi > lo else (
             float(np.nanmax(qual)) if ok.any() else float("nan"))
-        out[name] = {"audc": value, "matched_records_mean": float(np.mean(matched))}
+        out[name] = {"audc": value, "matched_records_mean": float(np.mean(matched)),
+                     **_at_logged_lambda(scorer, rows)}
     out["change"] = out["refit"]["audc"] - out["base"]["audc"]
     return out

@@ -71,6 +71,7 @@ def summarize(store: SQLStore, since: float | None = None) -> dict[str, Any]:
         totals["spend"] += float(spend)
         totals["predicted"] += float(predicted)
         totals["usage"] += int(usage or 0)
+        totals["pred_usage"] += float(pred_usage or 0)
         totals["failed"] += int(failed or 0)
         totals["explored"] += int(explored or 0)
         totals["actual"] += float(actual or 0)
@@ -108,6 +109,12 @@ def _saving(store: SQLStore, start: float, totals: dict[str, Any]) -> dict[str, 
     # The arm totals cover the routed requests the writer saw with an embedding; scale them to
     # the records counted here (they differ only by records dropped or routed without one).
     baseline = float(sum_c) * decided / n
+    # Predicted and realised costs differ (input tokens counted another way, output lengths):
+    # the baseline's predicted cost is scaled by what the served traffic's predictions were
+    # off by, so that the two sides compare realised with realised.
+    factor = (totals["spend"] / totals["pred_usage"]
+              if totals["spend"] > 0 and totals["pred_usage"] > 0 else 1.0)
+    baseline *= factor
     saving = baseline - actual
     served_q = totals["served_quality"] / decided if decided else float("nan")
     assumptions = (
@@ -115,7 +122,8 @@ def _saving(store: SQLStore, start: float, totals: dict[str, Any]) -> dict[str, 
         f"arm with the highest mean predicted quality on them ({float(sum_q) / n:.4f}; the "
         f"served arms' mean predicted quality is {served_q:.4f}), priced at its predicted cost "
         "per request (the request's input tokens as the gateway counted them, the arm's "
-        "predicted output tokens, the configured prices); actual: realised cost from the "
+        "predicted output tokens, the configured prices), scaled by realised/predicted cost "
+        f"of the served requests with usage ({factor:.3f}); actual: realised cost from the "
         "provider's usage, or the predicted cost where no usage was reported "
         f"({totals['requests'] - totals['usage']} requests); failed requests count at what "
         "they cost. Quality is predicted, not measured: feedback scores are reported per arm.")

@@ -85,8 +85,9 @@ def _v1() -> list[str]:
     return [
         f"CREATE TABLE IF NOT EXISTS decisions (\n  {cols}\n)",
         "CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts)",
-        "CREATE TABLE IF NOT EXISTS arm_totals (ts REAL NOT NULL, model TEXT NOT NULL, policy TEXT NOT NULL, "
-        "n INTEGER NOT NULL, sum_quality REAL NOT NULL, sum_cost REAL NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS arm_totals (ts REAL NOT NULL, model TEXT NOT NULL, "
+        "policy TEXT NOT NULL, n INTEGER NOT NULL, sum_quality REAL NOT NULL, "
+        "sum_cost REAL NOT NULL)",
         "CREATE INDEX IF NOT EXISTS arm_totals_ts ON arm_totals (ts)",
     ]
 

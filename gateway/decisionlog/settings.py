@@ -32,7 +32,7 @@ class LogSettings(BaseModel):
     #: Records older than this are deleted by the writer (None: never).
     retention_days: float | None = Field(default=30.0, gt=0)
     #: Records waiting for the writer; beyond it new records are dropped and counted.
-    queue_size: int = Field(default=10_000, gt=0)
+    queue_size: int = Field(default=4096, gt=0)
     #: Records written per transaction at most.
     batch_size: int = Field(default=512, gt=0)
     #: How long the writer waits to fill a batch.
