@@ -95,6 +95,27 @@ def test_live_counts_real_traffic(make_gateway: Any, standin: Any, tmp_path: Pat
     assert live["pacing"] is None
 
 
+def test_a_stream_counts_when_it_ends(make_gateway: Any, standin: Any,
+                                      tmp_path: Path) -> None:
+    from standin import Behaviour
+    from ui_helpers import LONG_TEXT
+
+    gw = ui_gateway(make_gateway, standin, tmp_path)
+    standin.default = Behaviour(text=LONG_TEXT, chunk_delay_s=0.002)
+    stream = gw.client().chat.completions.create(
+        model="r2-auto", messages=[{"role": "user", "content": "hello"}], stream=True,
+        stream_options={"include_usage": True}, extra_headers={"x-r2-tradeoff": "1"})
+    chunks = list(stream)
+    assert chunks[-1].usage is not None
+    live = get(gw, "/ui/api/live").json()
+    totals = live["totals"]
+    assert totals["requests"] == 1 and totals["costed"] == 1 and totals["spend_usd"] > 0
+    # the latency is the whole stream's (at least the stand-in's pauses between chunks)
+    assert totals["p50_ms"] >= 2 * 16
+    (arm,) = live["arms"]
+    assert arm["truncated"] == 1  # 120 words through a 16- or 64-word budget
+
+
 def test_pacing_target_is_reported(make_gateway: Any, standin: Any, tmp_path: Path) -> None:
     gw = ui_gateway(make_gateway, standin, tmp_path, pacing=2.5)
     live = get(gw, "/ui/api/live").json()
