@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from ui_helpers import KEY, route, traffic, ui_gateway
+from helpers import gateway_settings
+from ui_helpers import KEY, calibrated_checkpoint, route, traffic, ui_gateway
 
 from gateway.ui.routes import STATIC
 from gateway.ui.stats import Finished, LiveStats, _quantile
@@ -244,3 +245,28 @@ def test_an_observer_that_fails_never_fails_a_request(make_gateway: Any, standin
         model="r2-auto", messages=[{"role": "user", "content": "hello"}])
     assert reply.choices[0].message.content
     assert get(gw, "/ui/api/live").json()["totals"]["requests"] == 1
+
+
+def test_savings_from_the_real_decision_log(make_gateway: Any, standin: Any,
+                                            tmp_path: Path) -> None:
+    """With `log:` configured, the panel reads the decision log's own summary (issue 17's
+    SQLite store), the same numbers `r2 report --json` prints."""
+    import time
+
+    pytest.importorskip("gateway.decisionlog", reason="the decision log (issue 17) is merged "
+                        "separately; this test runs once it is")
+
+    settings = gateway_settings(calibrated_checkpoint(tmp_path), standin.base_url)
+    del settings["default_lambda"]
+    settings["log"] = {"path": str(tmp_path / "decisions.sqlite3"), "flush_interval_s": 0.05}
+    gw = make_gateway(settings)
+    traffic(gw, standin)
+    deadline = time.monotonic() + 10
+    while True:  # the writer flushes in batches
+        data = get(gw, "/ui/api/savings").json()
+        if data.get("requests", 0) >= 9 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert data["enabled"] is True and data["requests"] >= 9
+    assert {"baseline_arm", "saving_usd", "saving_fraction"} <= set(data["saving"])
+    assert sum(a["requests"] for a in data["by_arm"]) == data["requests"]

@@ -131,7 +131,7 @@
     // quality on a round range: tenths around the candidates, padded so no point sits on an edge
     const qs = points.map((p) => p.quality);
     const lo0 = Math.min(...qs) - 0.02, hi0 = Math.max(...qs) + 0.02;
-    const qstep = hi0 - lo0 <= 0.5 ? 0.1 : hi0 - lo0 <= 1 ? 0.2 : 0.5;
+    const qstep = hi0 - lo0 <= 0.5 ? 0.1 : hi0 - lo0 <= 1.2 ? 0.2 : 0.5;
     const qlo = Math.floor(lo0 / qstep) * qstep, qhi = Math.ceil(hi0 / qstep) * qstep;
     const X = (c) => M.l + (iw * (Math.log10(Math.max(c, 1e-12)) - lo)) / (hi - lo);
     const Y = (q) => M.t + ih - (ih * (q - qlo)) / (qhi - qlo);
