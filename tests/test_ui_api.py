@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from ui_helpers import KEY, route, traffic, ui_gateway
+from helpers import gateway_settings
+from ui_helpers import KEY, calibrated_checkpoint, route, traffic, ui_gateway
 
 from gateway.ui.routes import STATIC
 from gateway.ui.stats import Finished, LiveStats, _quantile
@@ -93,6 +94,27 @@ def test_live_counts_real_traffic(make_gateway: Any, standin: Any, tmp_path: Pat
                                               metrics, re.M))
     assert totals["spend_usd"] == pytest.approx(actual)
     assert live["pacing"] is None
+
+
+def test_a_stream_counts_when_it_ends(make_gateway: Any, standin: Any,
+                                      tmp_path: Path) -> None:
+    from standin import Behaviour
+    from ui_helpers import LONG_TEXT
+
+    gw = ui_gateway(make_gateway, standin, tmp_path)
+    standin.default = Behaviour(text=LONG_TEXT, chunk_delay_s=0.002)
+    stream = gw.client().chat.completions.create(
+        model="r2-auto", messages=[{"role": "user", "content": "hello"}], stream=True,
+        stream_options={"include_usage": True}, extra_headers={"x-r2-tradeoff": "1"})
+    chunks = list(stream)
+    assert chunks[-1].usage is not None
+    live = get(gw, "/ui/api/live").json()
+    totals = live["totals"]
+    assert totals["requests"] == 1 and totals["costed"] == 1 and totals["spend_usd"] > 0
+    # the latency is the whole stream's (at least the stand-in's pauses between chunks)
+    assert totals["p50_ms"] >= 2 * 16
+    (arm,) = live["arms"]
+    assert arm["truncated"] == 1  # 120 words through a 16- or 64-word budget
 
 
 def test_pacing_target_is_reported(make_gateway: Any, standin: Any, tmp_path: Path) -> None:
@@ -223,3 +245,31 @@ def test_an_observer_that_fails_never_fails_a_request(make_gateway: Any, standin
         model="r2-auto", messages=[{"role": "user", "content": "hello"}])
     assert reply.choices[0].message.content
     assert get(gw, "/ui/api/live").json()["totals"]["requests"] == 1
+
+
+def test_savings_from_the_real_decision_log(make_gateway: Any, standin: Any,
+                                            tmp_path: Path) -> None:
+    """With `log:` configured, the panel reads the decision log's own summary (issue 17's
+    SQLite store), the same numbers `r2 report --json` prints."""
+    import time
+
+    from gateway.config import GatewaySettings
+
+    if "log" not in GatewaySettings.model_fields:
+        pytest.skip("the decision log (issue 17, `log:` in the config) is merged separately; "
+                    "this test runs once it is")
+
+    settings = gateway_settings(calibrated_checkpoint(tmp_path), standin.base_url)
+    del settings["default_lambda"]
+    settings["log"] = {"path": str(tmp_path / "decisions.sqlite3"), "flush_interval_s": 0.05}
+    gw = make_gateway(settings)
+    traffic(gw, standin)
+    deadline = time.monotonic() + 10
+    while True:  # the writer flushes in batches
+        data = get(gw, "/ui/api/savings").json()
+        if data.get("requests", 0) >= 9 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert data["enabled"] is True and data["requests"] >= 9
+    assert {"baseline_arm", "saving_usd", "saving_fraction"} <= set(data["saving"])
+    assert sum(a["requests"] for a in data["by_arm"]) == data["requests"]

@@ -52,21 +52,25 @@ def _json(data: dict[str, Any]) -> JSONResponse:
     return JSONResponse(data, headers={"cache-control": "no-store"})
 
 
+def pacing_state(svc: Service) -> dict[str, Any] | None:
+    """Spend pacing's target and state (the `r2_pacing_*` gauges), or None when it is off."""
+    if svc.pacing is None:
+        return None
+    return {"target_usd_per_hour": svc.pacing.target * 3600.0,
+            "spend_usd_per_hour": svc.pacing.spend_usd_per_hour(),
+            "tradeoff": svc.pacing.current, "unreachable": svc.pacing.unreachable}
+
+
 def page_config(svc: Service) -> dict[str, Any]:
     ckpt = svc.checkpoint
     knob = svc.default_knob
-    pacing = None
-    if svc.pacing is not None:
-        pacing = {"target_usd_per_hour": svc.pacing.target * 3600.0,
-                  "spend_usd_per_hour": svc.pacing.spend_usd_per_hour(),
-                  "tradeoff": svc.pacing.current, "unreachable": svc.pacing.unreachable}
     return {
         "checkpoint": ckpt.name,
         "models": list(ckpt.model_names),
         "policies": [str(p.budget) for p in ckpt.policies],
         "tradeoff_calibrated": ckpt.tradeoff is not None,
         "default_knob": {"kind": knob.kind, "value": knob.value},
-        "pacing": pacing,
+        "pacing": pacing_state(svc),
         "auth_required": bool(svc.settings.server.api_keys),
         "worker_pid": os.getpid(),
     }
@@ -131,7 +135,7 @@ def mount_ui(app: FastAPI, svc: Service, check_auth: Auth) -> LiveStats:
     async def ui_live(request: Request) -> Response:
         async def work() -> dict[str, Any]:
             data = stats.snapshot()
-            data["pacing"] = page_config(svc)["pacing"]
+            data["pacing"] = pacing_state(svc)
             data["worker_pid"] = os.getpid()
             return data
         return await guarded(request, work)

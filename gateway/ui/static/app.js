@@ -102,7 +102,7 @@
   function drawSavings(s) {
     const el = $("savings");
     if (!s.enabled) {
-      el.innerHTML = '<p class="muted" id="savings-off">decision log off: enable <code>decision_log</code> in gateway.yaml to compare against always using the best single arm.</p>';
+      el.innerHTML = '<p class="muted" id="savings-off">decision log off: set <code>log:</code> in gateway.yaml (docs/production-learning.md) to compare against always using the best single arm.</p>';
       return;
     }
     const sv = s.saving || {};

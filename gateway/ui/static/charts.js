@@ -130,8 +130,9 @@
     if (hi === lo) { lo -= 1; hi += 1; }
     // quality on a round range: tenths around the candidates, padded so no point sits on an edge
     const qs = points.map((p) => p.quality);
-    let qlo = Math.floor((Math.min(...qs) - 0.02) * 10) / 10, qhi = Math.ceil((Math.max(...qs) + 0.02) * 10) / 10;
-    if (qhi - qlo < 0.2) { qlo -= 0.1; qhi += 0.1; }
+    const lo0 = Math.min(...qs) - 0.02, hi0 = Math.max(...qs) + 0.02;
+    const qstep = hi0 - lo0 <= 0.5 ? 0.1 : hi0 - lo0 <= 1.2 ? 0.2 : 0.5;
+    const qlo = Math.floor(lo0 / qstep) * qstep, qhi = Math.ceil(hi0 / qstep) * qstep;
     const X = (c) => M.l + (iw * (Math.log10(Math.max(c, 1e-12)) - lo)) / (hi - lo);
     const Y = (q) => M.t + ih - (ih * (q - qlo)) / (qhi - qlo);
     let body = "";
@@ -141,8 +142,8 @@
       const label = e >= -6 && e <= 0 ? "$" + Math.pow(10, e).toFixed(-e) : e > 0 ? "$" + Math.pow(10, e) : "$1e" + e;
       body += `<text x="${x}" y="${M.t + ih + 14}" text-anchor="${e === hi ? "end" : e === lo ? "start" : "middle"}">${label}</text>`;
     }
-    for (let i = 0; i <= 4; i++) {
-      const q = qlo + ((qhi - qlo) * i) / 4, y = Y(q);
+    for (let k = 0; qlo + k * qstep <= qhi + 1e-9; k++) {
+      const q = qlo + k * qstep, y = Y(q);
       body += `<line class="grid-line" x1="${M.l}" x2="${W - M.r}" y1="${y}" y2="${y}"/>`;
       body += `<text x="${M.l - 4}" y="${y + 3}" text-anchor="end">${(Math.round(q * 1000) / 1000).toString()}</text>`;
     }
