@@ -106,12 +106,11 @@ class StaticEmbedder:
         self._empty = np.full(self.dim, 1.0 / np.sqrt(self.dim), dtype=np.float32)
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
-        tok = self._tokenizer
-        if len(texts) == 1:
-            return [tok.encode(texts[0], add_special_tokens=False).ids]
-        # encode_batch_fast (tokenizers >= 0.21) skips the character offsets
-        encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
-        return [e.ids for e in encode(texts, add_special_tokens=False)]
+        # One text at a time on this thread: `encode_batch` would fan out to the tokenizers'
+        # own thread pool, which competes with the event loop and LiteLLM for the same CPUs
+        # for no gain at gateway batch sizes.
+        encode = self._tokenizer.encode
+        return [encode(t, add_special_tokens=False).ids for t in texts]
 
     def _sum_rows(self, table: npt.NDArray[np.float32], ids: list[list[int]]) -> EmbeddingArray:
         """Row i = sum of `table[ids[i]]`, as one sparse-count by table product: no
