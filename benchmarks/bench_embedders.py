@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  (onnxruntime, {onnx.threads} intra-op threads)")
         onnx_times = bench("onnx-int8", onnx, args.seconds)
     if args.only in (None, "static"):
-        print("  (static: tokenizers + numpy, one thread)")
+        print("  (static: tokenizers + numpy, on the calling thread)")
         static_times = bench("static", static, args.seconds)
         print("onnx int8 / static, same run (the machine is shared and noisy: compare ratios)")
         ratios(onnx_times, static_times)
