@@ -55,8 +55,9 @@ class Sessions:
     def bind(self, headers: Mapping[str, str], body: dict[str, Any]) -> Turn | None:
         """Name this request's session (if it has one) for `stick`; None without one."""
         sid: Any = headers.get(HEADER)
+        param = HEADER
         if sid is None and self.settings.body_field is not None:
-            sid = body.get(self.settings.body_field)
+            sid, param = body.get(self.settings.body_field), self.settings.body_field
             if not isinstance(sid, str):
                 sid = None
         if sid is None or not sid.strip():
@@ -64,7 +65,7 @@ class Sessions:
             return None
         if len(sid) > MAX_ID_CHARS:
             raise bad_request(f"the session id is longer than {MAX_ID_CHARS} characters",
-                              HEADER, "invalid_session_id")
+                              param, "invalid_session_id")
         digest = hashlib.sha256(sid.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         turn = Turn(f"session:{digest}")
         _current.set(turn)
