@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from router_core import Decision, Policy
+from router_core import Candidate, Decision, Policy
 
 from ..errors import bad_request
 from .settings import SessionSettings
@@ -90,11 +90,22 @@ class Sessions:
         if model is not None and model != decision.model and model not in set(cooling):
             best = next((c for c in decision.candidates if c.model == model), None)
             if best is not None:
-                decision = dataclasses.replace(decision, chosen=best,
-                                               policy=self.policy_for(best.budget))
+                decision = dataclasses.replace(decision, **_served(decision, best,
+                                                                   self.policy_for(best.budget)))
         if model == decision.model:
             turn.status = "kept"
             return decision
         turn.status = "new" if model is None else "moved"
         await self.store.set(turn.key, decision.model, ttl)
         return decision
+
+
+def _served(decision: Decision, arm: Candidate, policy: Policy) -> dict[str, Any]:
+    """The fields that change when the session's model replaces the router's pick. A decision
+    that carries exploration data (the decision log's) is no longer explored: the session chose
+    this arm with certainty, so its propensity is 1 and it is what the router picked."""
+    changes: dict[str, Any] = {"chosen": arm, "policy": policy}
+    names = {f.name for f in dataclasses.fields(decision)}
+    if {"explored", "propensity", "greedy"} <= names:
+        changes.update(explored=False, propensity=1.0, greedy=arm)
+    return changes
