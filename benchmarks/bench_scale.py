@@ -87,6 +87,13 @@ def served(port: int) -> int:
                    if line.startswith('r2_requests_total{endpoint="/v1/chat/completions"')))
 
 
+def redis_errors(port: int) -> float:
+    """Redis calls the gateway gave up on (timeouts under load count here)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("r2_state_redis_errors_total "))
+
+
 def run(port: int, concurrency: int, seconds: float) -> Result:
     return asyncio.run(closed_loop("127.0.0.1", port, "/v1/chat/completions", bodies(),
                                    concurrency, seconds, warmup_s=1.0))
@@ -161,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"redis round trips per request: {request_calls / requests:.2f} on the request "
               f"path ({requests} requests), plus background sync "
               f"{sync_calls / redis_seconds:.1f}/s per replica")
+        print(f"redis calls given up (timeout_s, under this machine's load): "
+              f"{redis_errors(ports['1w+redis']):.0f}")
         print("redis round trips by command (request path and sync): " + ", ".join(
             f"{k} {v}" for k, v in sorted(by_command.items(), key=lambda kv: -kv[1])))
     finally:

@@ -79,3 +79,35 @@ def test_readyz_says_the_state_is_in_process(make_gateway: Any) -> None:
     report = httpx.get(f"{gw.url}/readyz").json()
     assert (report["status"], report["state"]) == ("ready", "in-process")
     assert "r2_state_redis_up" not in httpx.get(f"{gw.url}/metrics").text
+
+
+async def test_a_kept_turn_is_logged_as_chosen_with_certainty_not_explored() -> None:
+    """With the decision log's exploration, a turn the session keeps on its model is served
+    with certainty: not explored, propensity 1, and that arm is what the router picked."""
+    import dataclasses
+    import hashlib
+
+    from gateway.state.sessions import Sessions
+    from gateway.state.settings import SessionSettings
+    from gateway.state.store import MemoryStore
+    from router_core import Candidate, Decision, budget_policy
+
+    @dataclasses.dataclass(frozen=True)
+    class Logged(Decision):  # the shape of gateway.decisionlog's LoggedDecision
+        explored: bool = False
+        propensity: float = 1.0
+        greedy: Candidate | None = None
+
+    strong = Candidate("strong", 10, 0.9, 10.0, 1e-5, 0.5)
+    weak = Candidate("weak", 100, 0.6, 50.0, 1e-6, 0.3)
+    store = MemoryStore()
+    sessions = Sessions(SessionSettings(), store, lambda b: budget_policy(int(b)))
+    key = "session:" + hashlib.sha256(b"s").hexdigest()[:32]
+    await store.set(key, "weak", 60)  # the session's first turn went to `weak`
+    sessions.bind({"x-r2-session-id": "s"}, {"model": "r2-auto"})
+    explored = Logged(strong, budget_policy(10), 0.5, 7, (strong, weak), explored=True,
+                      propensity=0.03, greedy=weak)
+    kept = await sessions.stick(explored, cooling=())
+    assert isinstance(kept, Logged) and kept.model == "weak" and kept.budget == 100
+    assert (kept.explored, kept.propensity, kept.greedy) == (False, 1.0, weak)
+    assert await store.get(key) == "weak"

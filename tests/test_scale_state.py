@@ -204,3 +204,22 @@ async def test_pacing_state_is_one_controller_across_replicas(redis_server: Redi
     finally:
         for s in states:
             await s.store.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("patch", "field"), [
+    ({"state": {"redis_url": "http://redis:6379"}}, "state.redis_url"),
+    ({"state": {"redis_url": "redis://r:6379", "timeout_s": 0}}, "state.timeout_s"),
+    ({"server": {"workers": 0}}, "server.workers"),
+    ({"server": {"rate_limits": {"requests": 0}}}, "server.rate_limits.requests"),
+    ({"sessions": {"ttl_s": -1}}, "sessions.ttl_s"),
+])
+def test_bad_scale_settings_name_their_field(tmp_path: Path, patch: dict[str, object],
+                                             field: str) -> None:
+    from helpers import gateway_settings, tiny_checkpoint
+
+    from gateway.config import ConfigError, parse_settings
+
+    settings = {**gateway_settings(tiny_checkpoint(tmp_path / "ck"), "http://127.0.0.1:9/v1"),
+                **patch}
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        parse_settings(settings)

@@ -2,8 +2,9 @@
 
 A session is named by the `x-r2-session-id` header or, when configured, a body field (such as
 `user`). The endpoint binds it to the request (a context variable, so routing code needs no new
-argument); after the router has decided, `stick` looks the session up (one GET that also extends
-its life) and, when its model is still among the decision's candidates and not cooling down,
+argument) and starts looking the session up (one GET that also extends its life), so that the
+round trip overlaps embedding and scoring; after the router has decided, `stick` takes the answer
+and, when its model is still among the decision's candidates and not cooling down,
 takes that model's best candidate instead: the budget is still chosen per turn, among that
 model's policies, and the other candidates stay behind it for fallbacks. Otherwise the session
 starts (`new`) or moves to the decided model (`moved`), which is stored (one SET).
@@ -12,6 +13,7 @@ The response says which in `x-r2-session`. Session ids are stored hashed.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
@@ -19,7 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from router_core import Decision, Policy
+from router_core import Candidate, Decision, Policy
 
 from ..errors import bad_request
 from .settings import SessionSettings
@@ -28,6 +30,8 @@ from .store import Store
 HEADER = "x-r2-session-id"
 RESPONSE_HEADER = "x-r2-session"
 MAX_ID_CHARS = 512
+#: The model name of routed requests (`/v1/route` has none).
+ROUTED = "r2-auto"
 
 _current: ContextVar[Turn | None] = ContextVar("r2_session_turn", default=None)
 
@@ -38,6 +42,8 @@ class Turn:
 
     key: str
     status: Literal["new", "kept", "moved"] | None = None
+    #: The session's stored model, fetched while the request is embedded and scored.
+    lookup: asyncio.Future[str | None] | None = None
 
     def stamp(self, headers: Any) -> None:
         if self.status is not None:
@@ -55,8 +61,9 @@ class Sessions:
     def bind(self, headers: Mapping[str, str], body: dict[str, Any]) -> Turn | None:
         """Name this request's session (if it has one) for `stick`; None without one."""
         sid: Any = headers.get(HEADER)
+        param = HEADER
         if sid is None and self.settings.body_field is not None:
-            sid = body.get(self.settings.body_field)
+            sid, param = body.get(self.settings.body_field), self.settings.body_field
             if not isinstance(sid, str):
                 sid = None
         if sid is None or not sid.strip():
@@ -64,9 +71,12 @@ class Sessions:
             return None
         if len(sid) > MAX_ID_CHARS:
             raise bad_request(f"the session id is longer than {MAX_ID_CHARS} characters",
-                              HEADER, "invalid_session_id")
+                              param, "invalid_session_id")
         digest = hashlib.sha256(sid.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         turn = Turn(f"session:{digest}")
+        if body.get("model", ROUTED) == ROUTED:  # only a routed request reads it
+            turn.lookup = asyncio.ensure_future(
+                self.store.get(turn.key, refresh_s=self.settings.ttl_s))
         _current.set(turn)
         return turn
 
@@ -76,15 +86,26 @@ class Sessions:
         if turn is None:
             return decision
         ttl = self.settings.ttl_s
-        model = await self.store.get(turn.key, refresh_s=ttl)
+        model = await (turn.lookup or self.store.get(turn.key, refresh_s=ttl))
         if model is not None and model != decision.model and model not in set(cooling):
             best = next((c for c in decision.candidates if c.model == model), None)
             if best is not None:
-                decision = dataclasses.replace(decision, chosen=best,
-                                               policy=self.policy_for(best.budget))
+                decision = dataclasses.replace(decision, **_served(decision, best,
+                                                                   self.policy_for(best.budget)))
         if model == decision.model:
             turn.status = "kept"
             return decision
         turn.status = "new" if model is None else "moved"
         await self.store.set(turn.key, decision.model, ttl)
         return decision
+
+
+def _served(decision: Decision, arm: Candidate, policy: Policy) -> dict[str, Any]:
+    """The fields that change when the session's model replaces the router's pick. A decision
+    that carries exploration data (the decision log's) is no longer explored: the session chose
+    this arm with certainty, so its propensity is 1 and it is what the router picked."""
+    changes: dict[str, Any] = {"chosen": arm, "policy": policy}
+    names = {f.name for f in dataclasses.fields(decision)}
+    if {"explored", "propensity", "greedy"} <= names:
+        changes.update(explored=False, propensity=1.0, greedy=arm)
+    return changes
