@@ -8,6 +8,8 @@ The worker is the batcher's own thread, not the event loop's default executor: L
 part of every completion call in that executor, so a batch there could queue behind completion
 work, and a slow batch (the local embedder, tens of ms) would hold a worker LiteLLM needs.
 
+Within a batch, texts over `LONG_CHARS` run after the others, which are delivered first.
+
 A batch that fails is retried text by text (unless the embedder is unavailable altogether), so
 a text the embedder cannot take fails its own request only.
 
@@ -37,6 +39,8 @@ from router_core import Embedder, EmbedderUnavailableError
 from router_core.text import truncate
 
 Observer = Callable[[float, int], None]
+#: Texts longer than this (characters, after truncation) are embedded after the batch's others.
+LONG_CHARS = 1000
 StageObserver = Callable[[str, float], None]
 
 
@@ -109,13 +113,19 @@ class MicroBatcher:
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
                 live = [(t, f) for t, f, _ in batch if not f.done()]
-                if live:
-                    if self.observe_stage is not None:
-                        now = time.perf_counter()
-                        for _, f, queued in batch:
-                            if not f.done():
-                                self.observe_stage("embed_queue", now - queued)
-                    await self._embed_batch(live)
+                if self.observe_stage is not None:
+                    now = time.perf_counter()
+                    for _, f, queued in batch:
+                        if not f.done():
+                            self.observe_stage("embed_queue", now - queued)
+                # Short texts first, delivered before the long ones run: a prompt at the
+                # embedder's full window costs the local embedder ~25x a short question, and
+                # the short requests that shared its batch would otherwise wait for it.
+                short = [x for x in live if len(x[0]) <= LONG_CHARS]
+                long = [x for x in live if len(x[0]) > LONG_CHARS]
+                for part in (short, long):
+                    if part:
+                        await self._embed_batch(part)
 
     async def _embed_batch(
         self, batch: list[tuple[str, asyncio.Future[npt.NDArray[np.float32]]]]

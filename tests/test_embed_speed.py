@@ -133,3 +133,32 @@ def test_an_inline_embedder_is_called_on_the_loop_not_the_batch_thread(
     assert embedder.threads and not any(t.startswith("r2-embed") for t in embedder.threads)
     text = httpx.get(f"{gw.url}/metrics").text
     assert _stage_count(text, "embed_queue") == 0.0  # never queued for the batch thread
+
+
+class OrderEmbedder(HashEmbedder):
+    """Records the batches it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=HASH_DIM)
+        self.batches: list[list[int]] = []
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.batches.append([len(t) for t in texts])
+        return super().embed(texts)
+
+
+async def test_short_texts_of_a_batch_are_embedded_before_its_long_ones() -> None:
+    import asyncio
+
+    from gateway.batching import LONG_CHARS, MicroBatcher
+
+    embedder = OrderEmbedder()
+    batcher = MicroBatcher(embedder, window_s=0.01)
+    batcher.start()
+    try:
+        texts = ["a" * (LONG_CHARS + 500), "short one", "b" * (LONG_CHARS + 1), "short two"]
+        vectors = await asyncio.gather(*(batcher.embed(t) for t in texts))
+    finally:
+        await batcher.stop()
+    assert embedder.batches == [[9, 9], [LONG_CHARS + 500, LONG_CHARS + 1]]
+    np.testing.assert_allclose(np.stack(vectors), embedder.embed(texts), atol=1e-6)
