@@ -87,7 +87,8 @@ class MicroBatcher:
         assert self._wakeup is not None, "MicroBatcher.start() was not called"
         if self.inline:
             start = time.perf_counter()
-            vector = self.embedder.embed([truncate(text, self.embedder.max_chars)])[0]
+            vector: npt.NDArray[np.float32] = self.embedder.embed(
+                [truncate(text, self.embedder.max_chars)])[0]
             if self.observe is not None:
                 self.observe(time.perf_counter() - start, 1)
             return vector
