@@ -8,8 +8,16 @@ The worker is the batcher's own thread, not the event loop's default executor: L
 part of every completion call in that executor, so a batch there could queue behind completion
 work, and a slow batch (the local embedder, tens of ms) would hold a worker LiteLLM needs.
 
+Within a batch, texts over `LONG_CHARS` run after the others, which are delivered first.
+
 A batch that fails is retried text by text (unless the embedder is unavailable altogether), so
 a text the embedder cannot take fails its own request only.
+
+An embedder that says it is `inline` (an optional attribute: a static embedder costs
+microseconds a text) is called on the event loop, unbatched: the hop to the worker thread and
+back costs more than its embedding, and under load it waits behind every other callback on the
+loop (measured with a static embedder at concurrency 1-64: 37 ms mean queueing per text,
+140 ms per routed embedding, for 0.06 ms of embedding).
 
 `observe_stage(stage, seconds)` reports where the time goes: `embed_queue` per text (from
 `embed()` to its batch starting: the window, the previous batch, the hop to the worker), and per
@@ -31,6 +39,8 @@ from router_core import Embedder, EmbedderUnavailableError
 from router_core.text import truncate
 
 Observer = Callable[[float, int], None]
+#: Texts longer than this (characters, after truncation) are embedded after the batch's others.
+LONG_CHARS = 1000
 StageObserver = Callable[[str, float], None]
 
 
@@ -44,6 +54,7 @@ class MicroBatcher:
         self.timeout_s = timeout_s
         self.observe = observe
         self.observe_stage = observe_stage
+        self.inline = bool(getattr(embedder, "inline", False))
         #: (text, its waiter, when it was queued)
         self._queue: list[tuple[str, asyncio.Future[npt.NDArray[np.float32]], float]] = []
         self._wakeup: asyncio.Event | None = None
@@ -74,6 +85,13 @@ class MicroBatcher:
     async def embed(self, text: str) -> npt.NDArray[np.float32]:
         """Embed one text; raises `EmbedderUnavailableError` after `timeout_s`."""
         assert self._wakeup is not None, "MicroBatcher.start() was not called"
+        if self.inline:
+            start = time.perf_counter()
+            vector: npt.NDArray[np.float32] = self.embedder.embed(
+                [truncate(text, self.embedder.max_chars)])[0]
+            if self.observe is not None:
+                self.observe(time.perf_counter() - start, 1)
+            return vector
         fut: asyncio.Future[npt.NDArray[np.float32]] = asyncio.get_running_loop().create_future()
         self._queue.append((truncate(text, self.embedder.max_chars), fut, time.perf_counter()))
         self._wakeup.set()
@@ -96,13 +114,19 @@ class MicroBatcher:
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
                 live = [(t, f) for t, f, _ in batch if not f.done()]
-                if live:
-                    if self.observe_stage is not None:
-                        now = time.perf_counter()
-                        for _, f, queued in batch:
-                            if not f.done():
-                                self.observe_stage("embed_queue", now - queued)
-                    await self._embed_batch(live)
+                if self.observe_stage is not None:
+                    now = time.perf_counter()
+                    for _, f, queued in batch:
+                        if not f.done():
+                            self.observe_stage("embed_queue", now - queued)
+                # Short texts first, delivered before the long ones run: a prompt at the
+                # embedder's full window costs the local embedder ~25x a short question, and
+                # the short requests that shared its batch would otherwise wait for it.
+                short = [x for x in live if len(x[0]) <= LONG_CHARS]
+                long = [x for x in live if len(x[0]) > LONG_CHARS]
+                for part in (short, long):
+                    if part:
+                        await self._embed_batch(part)
 
     async def _embed_batch(
         self, batch: list[tuple[str, asyncio.Future[npt.NDArray[np.float32]]]]

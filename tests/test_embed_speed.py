@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,60 @@ def test_stage_timings_reach_metrics(tmp_path: Path, standin: Any, serve_app: An
     # the gateway's own warm-up embedding goes through the batcher too
     for stage in ("embed_queue", "embed_tokenize", "embed_onnx", "embed_pool"):
         assert _stage_count(text, stage) >= 2.0, stage
+
+
+class InlineEmbedder(HashEmbedder):
+    """A microsecond embedder that says so (`inline`), recording the threads it ran on."""
+
+    inline = True
+
+    def __init__(self) -> None:
+        super().__init__(dim=HASH_DIM)
+        self.threads: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.threads.append(threading.current_thread().name)
+        return super().embed(texts)
+
+
+def test_an_inline_embedder_is_called_on_the_loop_not_the_batch_thread(
+        tmp_path: Path, standin: Any, serve_app: Any) -> None:
+    settings = gateway_settings(tiny_checkpoint(tmp_path / "ck"), standin.base_url,
+                                embed_cache_size=0)
+    embedder = InlineEmbedder()
+    gw = serve_app(build_app(parse_settings(settings), embedder=embedder))
+    answer = gw.client().chat.completions.create(
+        model="r2-auto", messages=[{"role": "user", "content": "explain photosynthesis"}])
+    assert answer.choices and answer.model in ("strong", "weak")
+    assert embedder.threads and not any(t.startswith("r2-embed") for t in embedder.threads)
+    text = httpx.get(f"{gw.url}/metrics").text
+    assert _stage_count(text, "embed_queue") == 0.0  # never queued for the batch thread
+
+
+class OrderEmbedder(HashEmbedder):
+    """Records the batches it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=HASH_DIM)
+        self.batches: list[list[int]] = []
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.batches.append([len(t) for t in texts])
+        return super().embed(texts)
+
+
+async def test_short_texts_of_a_batch_are_embedded_before_its_long_ones() -> None:
+    import asyncio
+
+    from gateway.batching import LONG_CHARS, MicroBatcher
+
+    embedder = OrderEmbedder()
+    batcher = MicroBatcher(embedder, window_s=0.01)
+    batcher.start()
+    try:
+        texts = ["a" * (LONG_CHARS + 500), "short one", "b" * (LONG_CHARS + 1), "short two"]
+        vectors = await asyncio.gather(*(batcher.embed(t) for t in texts))
+    finally:
+        await batcher.stop()
+    assert embedder.batches == [[9, 9], [LONG_CHARS + 500, LONG_CHARS + 1]]
+    np.testing.assert_allclose(np.stack(vectors), embedder.embed(texts), atol=1e-6)

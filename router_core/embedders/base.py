@@ -3,7 +3,9 @@
 An embedder turns texts into an `[N, dim]` float32 array. It has a stable `id` (checkpoints
 record the id they were trained with and refuse another), a `dim`, whether it returns unit
 vectors, and `max_chars`: the longest text it embeds (longer texts are truncated first, so a
-200k-character prompt costs no more than a short one).
+200k-character prompt costs no more than a short one). An embedder may also set `inline = True`
+when a text costs it microseconds: the gateway then calls it on the event loop instead of
+through its batching thread (`gateway/batching.py`).
 """
 
 from __future__ import annotations

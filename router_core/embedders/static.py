@@ -92,6 +92,9 @@ class StaticEmbedder:
         self.id: str = str(manifest["id"])
         self.dim: int = int(manifest["dim"])
         self.normalized = True
+        #: Cheap enough (tens of microseconds for a capped routing text) to run on the caller's
+        #: thread: the gateway's batcher then skips the thread hop (gateway/batching.py).
+        self.inline = True
         self.max_chars = max_chars
         self.max_tokens = max_tokens
         tokenizer.no_padding()
