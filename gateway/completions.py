@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from .chat import Codec, handle_chat
 from .errors import bad_request
-from .protocol import check_forbidden, validate_chat_body
+from .protocol import check_forbidden, check_model, validate_chat_body
 from .service import Service
 
 #: Legacy fields that have a chat equivalent of the same name and meaning.
@@ -65,9 +65,7 @@ def prompts(body: dict[str, Any]) -> list[str]:
 
 def to_chat(body: dict[str, Any]) -> list[dict[str, Any]]:
     """The chat requests (one per prompt) a legacy request stands for, validated as chat is."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("'model' is required and must be a string", "model", "invalid_type")
+    check_model(body)
     for key, allowed in UNSUPPORTED.items():
         if body.get(key) not in allowed:
             raise bad_request(f"'{key}' is not supported by this gateway's /v1/completions",

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from .chat import R2_AUTO, Outcome, until_disconnect
 from .errors import APIError, bad_request, to_api_error
-from .protocol import check_forbidden, not_found_model
+from .protocol import check_forbidden, check_model, not_found_model
 from .requestlog import new_request_id
 from .service import Service
 from .transport import Attempt
@@ -29,9 +29,7 @@ ENCODINGS = ("float", "base64")
 
 def validate_embedding_body(body: dict[str, Any]) -> None:
     """Raise a 400 naming the field for anything malformed."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("'model' is required and must be a string", "model", "invalid_type")
+    check_model(body)
     _check_input(body.get("input"))
     fmt = body.get("encoding_format")
     if fmt is not None and fmt not in ENCODINGS:

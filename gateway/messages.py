@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 
 from .chat import Codec, handle_chat, named_event
 from .errors import APIError, bad_request
-from .protocol import MAX_TOKENS_LIMIT, check_forbidden, validate_chat_body
+from .protocol import MAX_TOKENS_LIMIT, check_forbidden, check_model, validate_chat_body
 from .service import Service
 
 #: Anthropic's error `type` by HTTP status (anything else: 4xx invalid request, 5xx api_error).
@@ -75,9 +75,7 @@ def _check_content(content: Any, where: str) -> None:
 
 def validate_messages_body(body: dict[str, Any]) -> None:
     """A 400 naming the field (Anthropic's dotted path) for anything malformed."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("'model' is required and must be a string", "model", "invalid_type")
+    check_model(body)
     cap = body.get("max_tokens")
     if isinstance(cap, bool) or not isinstance(cap, int):
         raise bad_request("'max_tokens' is required and must be an integer", "max_tokens",

@@ -238,12 +238,18 @@ def check_content_type(content_type: str | None) -> None:
                        "invalid_request_error", None, "unsupported_media_type")
 
 
+def check_model(body: Mapping[str, Any]) -> None:
+    """A 400 unless `model` is a non-empty string (every endpoint's first check)."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("'model' is required and must be a string", "model", "invalid_type")
+
+
 def validate_chat_body(body: dict[str, Any], require_model: bool = True) -> None:
     """Raise a 400 `APIError` naming the field for anything malformed. `/v1/route` does not
     forward the body, so its `model` is optional (and, if given, not used)."""
-    model = body.get("model")
-    if (require_model or model is not None) and (not isinstance(model, str) or not model):
-        raise bad_request("'model' is required and must be a string", "model", "invalid_type")
+    if require_model or body.get("model") is not None:
+        check_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty array", "messages", "invalid_type")

@@ -31,7 +31,7 @@ from starlette.responses import Response
 
 from .chat import Codec, handle_chat, named_event
 from .errors import APIError, bad_request
-from .protocol import MAX_TOKENS_LIMIT, check_forbidden, validate_chat_body
+from .protocol import MAX_TOKENS_LIMIT, check_forbidden, check_model, validate_chat_body
 from .service import Service
 
 #: Fields that need server-side state this gateway does not keep: refused unless at the
@@ -103,9 +103,7 @@ def _check_input(value: Any) -> None:
 
 def validate_responses_body(body: dict[str, Any]) -> None:
     """A 400 naming the field for anything malformed or needing state."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("'model' is required and must be a string", "model", "invalid_type")
+    check_model(body)
     for key, allowed in STATEFUL.items():
         if body.get(key) not in allowed:
             raise bad_request(f"'{key}' is not supported: this gateway stores no responses, "
