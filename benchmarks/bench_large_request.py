@@ -11,6 +11,10 @@ serialisation of a 400k-character body runs on the loop.
 
     python benchmarks/bench_large_request.py --rounds 3 --requests 200 --json out.json
 
+The gateway runs with its embedding cache off (`loadenv.write_config`), so every large request
+embeds its routing text; `--distinct` sends a different document each time, for runs with the
+cache on.
+
 `--loop` measures the event loop itself instead, in one process (hash embedder, in-process
 ASGI client): the longest and p99 gap of a 1 ms ticker while 400k-character requests are routed,
 with large requests counted off the loop (as served) and, in the same run, on it (the
