@@ -18,8 +18,9 @@ takes the lock from the loop and slows every request beside it. A message text l
 `SAMPLE_ABOVE` characters is therefore estimated from `SAMPLE_WINDOWS` windows (one per stratum) of
 `SAMPLE_WINDOW` characters (cut at whitespace), counted by the same tokenizer and scaled by
 length; the rest of the message list is counted exactly. On realistic long texts the estimate
-is within about 2% of the full count (mean 1.2%; `benchmarks/token_sample_accuracy.py`),
-for ~x0.1 of its CPU at 400k characters.
+is within about 1% of the full count for ~x0.2 of its CPU at 400k characters; text made of
+long blocks of different kinds can be off by a few percent (`benchmarks/token_sample_accuracy.py`,
+docs/benchmarks-gateway.md).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ _HUB_KINDS = frozenset({"cohere", "llama2", "llama3"})
 _CL100K_MODEL = "gpt-3.5-turbo"
 #: Message texts longer than this (characters) are counted from a sample (module docstring).
 SAMPLE_ABOVE = 100_000
-SAMPLE_WINDOWS = 64
+SAMPLE_WINDOWS = 128
 SAMPLE_WINDOW = 250
 
 
