@@ -11,6 +11,10 @@ serialisation of a 400k-character body runs on the loop.
 
     python benchmarks/bench_large_request.py --rounds 3 --requests 200 --json out.json
 
+The gateway runs with its embedding cache off (`loadenv.write_config`), so every large request
+embeds its routing text; `--distinct` sends a different document each time, for runs with the
+cache on.
+
 `--loop` measures the event loop itself instead, in one process (hash embedder, in-process
 ASGI client): the longest and p99 gap of a 1 ms ticker while 400k-character requests are routed,
 with large requests counted off the loop (as served) and, in the same run, on it (the
@@ -38,8 +42,9 @@ HOST = "127.0.0.1"
 SMALL = {"model": "r2-auto", "messages": [{"role": "user", "content": "What is 2+2?"}]}
 
 
-def large_body(chars: int) -> dict[str, Any]:
-    text = ("The quarterly report lists revenue, costs and margins for every region. "
+def large_body(chars: int, serial: int | None = None) -> dict[str, Any]:
+    head = "" if serial is None else f"Document {serial}: "
+    text = (head + "The quarterly report lists revenue, costs and margins for every region. "
             * (chars // 70 + 1))[:chars]
     return {"model": "r2-auto", "messages": [
         {"role": "system", "content": "Summarise the document."},
@@ -69,9 +74,12 @@ async def small_phase(client: httpx.AsyncClient, url: str, requests: int,
     return latencies
 
 
-async def large_loop(client: httpx.AsyncClient, url: str, body: bytes, stop: asyncio.Event,
-                     done: list[float]) -> None:
+async def large_loop(client: httpx.AsyncClient, url: str, args: argparse.Namespace,
+                     stop: asyncio.Event, done: list[float]) -> None:
+    body = json.dumps(large_body(args.chars)).encode()
     while not stop.is_set():
+        if args.distinct:  # a different document each time: the embedding cache misses
+            body = json.dumps(large_body(args.chars, len(done))).encode()
         start = time.perf_counter()
         r = await client.post(url, content=body, headers={"content-type": "application/json"})
         r.raise_for_status()
@@ -81,7 +89,6 @@ async def large_loop(client: httpx.AsyncClient, url: str, body: bytes, stop: asy
 async def measure(port: int, args: argparse.Namespace) -> dict[str, Any]:
     url = f"http://{HOST}:{port}/v1/chat/completions"
     large_url = url if args.large_path == "chat" else f"http://{HOST}:{port}/v1/route"
-    body = json.dumps(large_body(args.chars)).encode()
     phases: dict[str, list[float]] = {"alone": [], "with_large": []}
     large_times: list[float] = []
     limits = httpx.Limits(max_connections=args.concurrency + 2)
@@ -90,7 +97,7 @@ async def measure(port: int, args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.rounds):
             phases["alone"] += await small_phase(client, url, args.requests, args.concurrency)
             stop = asyncio.Event()
-            big = asyncio.ensure_future(large_loop(client, large_url, body, stop, large_times))
+            big = asyncio.ensure_future(large_loop(client, large_url, args, stop, large_times))
             await asyncio.sleep(0.05)  # the first large request is in flight
             phases["with_large"] += await small_phase(client, url, args.requests,
                                                       args.concurrency)
@@ -100,7 +107,7 @@ async def measure(port: int, args: argparse.Namespace) -> dict[str, Any]:
                                   "p99_ms": percentile(v, 99) * 1000}
                            for name, v in phases.items()}
     out["large_requests"] = {"n": len(large_times), "chars": args.chars,
-                             "path": args.large_path,
+                             "path": args.large_path, "distinct": args.distinct,
                              "p50_ms": percentile(large_times, 50) * 1000}
     out["p99_ratio"] = out["with_large"]["p99_ms"] / out["alone"]["p99_ms"]
     out["p50_ratio"] = out["with_large"]["p50_ms"] / out["alone"]["p50_ms"]
@@ -196,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedder", default="local", choices=["local", "hash"])
     parser.add_argument("--chars", type=int, default=400_000)
     parser.add_argument("--large-path", default="route", choices=["route", "chat"])
+    parser.add_argument("--distinct", action="store_true",
+                        help="a different large document each time (the embedding cache misses)")
     parser.add_argument("--loop", action="store_true",
                         help="measure event-loop gaps in one process (see the docstring)")
     parser.add_argument("--rounds", type=int, default=3)

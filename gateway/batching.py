@@ -8,7 +8,11 @@ The worker is the batcher's own thread, not the event loop's default executor: L
 part of every completion call in that executor, so a batch there could queue behind completion
 work, and a slow batch (the local embedder, tens of ms) would hold a worker LiteLLM needs.
 
-Within a batch, texts over `LONG_CHARS` run after the others, which are delivered first.
+Texts over `LONG_CHARS` are embedded on a second worker thread at low OS priority
+(`lowprio.py`), apart from the short ones: a text at the local embedder's full window costs
+~25x a short question (~85 ms of ONNX), and on the one worker every short text queued behind it
+waited for it. ONNX Runtime releases the interpreter lock while it runs and its sessions may be
+run from two threads at once; one long batch runs at a time, so they do not pile onto the CPU.
 
 A batch that fails is retried text by text (unless the embedder is unavailable altogether), so
 a text the embedder cannot take fails its own request only.
@@ -38,6 +42,8 @@ import numpy.typing as npt
 from router_core import Embedder, EmbedderUnavailableError
 from router_core.text import truncate
 
+from .lowprio import low_priority_executor
+
 Observer = Callable[[float, int], None]
 #: Texts longer than this (characters, after truncation) are embedded after the batch's others.
 LONG_CHARS = 1000
@@ -60,10 +66,14 @@ class MicroBatcher:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._worker: ThreadPoolExecutor | None = None
+        self._long_worker: ThreadPoolExecutor | None = None
+        #: Long batches in flight on `_long_worker` (cancelled by `stop`).
+        self._long_tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="r2-embed")
+        self._long_worker = low_priority_executor("r2-embed-long")
         self._task = asyncio.create_task(self._run(), name="r2-embed-batcher")
 
     async def stop(self) -> None:
@@ -73,14 +83,17 @@ class MicroBatcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        for task in list(self._long_tasks):
+            task.cancel()
         for _, fut, _ in self._queue:
             if not fut.done():
                 fut.cancel()
         self._queue.clear()
-        if self._worker is not None:
-            # A batch still running finishes in its thread; nothing waits for it.
-            self._worker.shutdown(wait=False, cancel_futures=True)
-            self._worker = None
+        for worker in (self._worker, self._long_worker):
+            if worker is not None:
+                # A batch still running finishes in its thread; nothing waits for it.
+                worker.shutdown(wait=False, cancel_futures=True)
+        self._worker = self._long_worker = None
 
     async def embed(self, text: str) -> npt.NDArray[np.float32]:
         """Embed one text; raises `EmbedderUnavailableError` after `timeout_s`."""
@@ -119,23 +132,26 @@ class MicroBatcher:
                     for _, f, queued in batch:
                         if not f.done():
                             self.observe_stage("embed_queue", now - queued)
-                # Short texts first, delivered before the long ones run: a prompt at the
-                # embedder's full window costs the local embedder ~25x a short question, and
-                # the short requests that shared its batch would otherwise wait for it.
+                # Long texts on their own low-priority worker, not awaited here: the short
+                # texts queued behind them go on being embedded meanwhile (module docstring).
                 short = [x for x in live if len(x[0]) <= LONG_CHARS]
                 long = [x for x in live if len(x[0]) > LONG_CHARS]
-                for part in (short, long):
-                    if part:
-                        await self._embed_batch(part)
+                if long:
+                    task = asyncio.create_task(self._embed_batch(long, self._long_worker))
+                    self._long_tasks.add(task)
+                    task.add_done_callback(self._long_tasks.discard)
+                if short:
+                    await self._embed_batch(short, self._worker)
 
     async def _embed_batch(
-        self, batch: list[tuple[str, asyncio.Future[npt.NDArray[np.float32]]]]
+        self, batch: list[tuple[str, asyncio.Future[npt.NDArray[np.float32]]]],
+        worker: ThreadPoolExecutor | None,
     ) -> None:
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
             vectors = await loop.run_in_executor(
-                self._worker, self.embedder.embed, [t for t, _ in batch])
+                worker, self.embedder.embed, [t for t, _ in batch])
         except EmbedderUnavailableError as exc:  # the embedder is down: for everyone
             _deliver(batch, [exc] * len(batch))
             return
@@ -143,7 +159,7 @@ class MicroBatcher:
             # Each text alone, so that a text the embedder cannot take fails by itself
             # instead of failing every request that happened to share its batch.
             _deliver(batch, await loop.run_in_executor(
-                self._worker, self._embed_each, [t for t, _ in batch]))
+                worker, self._embed_each, [t for t, _ in batch]))
             return
         if self.observe is not None:
             self.observe(time.perf_counter() - start, len(batch))

@@ -11,13 +11,22 @@ LiteLLM fails on a model the core's `count_message_tokens` with cl100k is used.
 model's own tokenizer are handed over in cl100k-equivalent units so that the ratio is not
 applied on top of the right tokenizer.
 
-Counting is CPU work proportional to the request size (~70 ms for 400k characters), so
-`Service.route` runs it off the event loop for large requests, next to the embedding.
+Counting is CPU work proportional to the request size (~25 ms for 400k characters on an idle
+core, 80 ms and more under load), and tiktoken's encoder holds the interpreter lock while it
+runs, so even off the event loop (`Service.route` runs it in a thread for large requests) it
+takes the lock from the loop and slows every request beside it. A message text longer than
+`SAMPLE_ABOVE` characters is therefore estimated from `SAMPLE_WINDOWS` windows (one per stratum) of
+`SAMPLE_WINDOW` characters (cut at whitespace), counted by the same tokenizer and scaled by
+length; the rest of the message list is counted exactly. On realistic long texts the estimate
+is within about 1% of the full count for ~x0.2 of its CPU at 400k characters; text made of
+long blocks of different kinds can be off by a few percent (`benchmarks/token_sample_accuracy.py`,
+docs/benchmarks-gateway.md).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +45,43 @@ Messages = Sequence[Mapping[str, Any]]
 _HUB_KINDS = frozenset({"cohere", "llama2", "llama3"})
 #: A model LiteLLM counts with cl100k, for groups whose own tokenizer is not used.
 _CL100K_MODEL = "gpt-3.5-turbo"
+#: Message texts longer than this (characters) are counted from a sample (module docstring).
+SAMPLE_ABOVE = 100_000
+SAMPLE_WINDOWS = 128
+SAMPLE_WINDOW = 250
+
+
+def sample_text(text: str, windows: int = SAMPLE_WINDOWS, width: int = SAMPLE_WINDOW) -> str:
+    """One piece of about `width` characters from each of `windows` equal strata of `text`, at a
+    pseudo-random offset in its stratum (fixed per text length: no aliasing with a text that
+    repeats itself, the same count for the same text), each starting and ending at whitespace
+    (a piece cut inside a word would count extra tokens), joined by a space."""
+    step = len(text) / windows
+    rng = random.Random(len(text))
+    pieces = []
+    for i in range(windows):
+        start = int(i * step + rng.random() * max(0.0, step - 2 * width))
+        if start:
+            space = text.find(" ", start, start + width)
+            start = space + 1 if space >= 0 else start
+        end = text.find(" ", start + width, start + 2 * width)
+        pieces.append(text[start:end if end >= 0 else start + width])
+    return " ".join(pieces)
+
+
+def _sampled(messages: Messages) -> tuple[list[Mapping[str, Any]], list[tuple[str, str]]]:
+    """The message list with every text over `SAMPLE_ABOVE` replaced by its sample, and the
+    (full text, sample) pairs replaced."""
+    out: list[Mapping[str, Any]] = []
+    replaced: list[tuple[str, str]] = []
+    for msg in messages:
+        content = msg.get("content")
+        if isinstance(content, str) and len(content) > SAMPLE_ABOVE:
+            sample = sample_text(content)
+            replaced.append((content, sample))
+            msg = {**msg, "content": sample}
+        out.append(msg)
+    return out, replaced
 
 
 def _litellm_kind(litellm_model: str) -> str | None:
@@ -92,10 +138,15 @@ class InputTokenCounter:
     def _count_group(self, litellm_model: str, messages: Messages) -> int:
         if self.kind == "words1.3":
             return self._fallback(messages)
+        sampled, replaced = _sampled(messages)
         try:
             import litellm
 
-            return int(litellm.token_counter(model=litellm_model, messages=list(messages)))
+            total = float(litellm.token_counter(model=litellm_model, messages=sampled))
+            for full, sample in replaced:  # each sample's tokens, scaled to its full text
+                tokens = litellm.token_counter(model=litellm_model, text=sample)
+                total += tokens * (len(full) / len(sample) - 1)
+            return int(round(total))
         except Exception:  # noqa: BLE001 - any tokenizer failure: the offline cl100k count
             log.debug("token_counter failed for %s; counting with cl100k", litellm_model)
             return count_message_tokens(messages, cl100k_token_count)

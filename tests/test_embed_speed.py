@@ -160,5 +160,56 @@ async def test_short_texts_of_a_batch_are_embedded_before_its_long_ones() -> Non
         vectors = await asyncio.gather(*(batcher.embed(t) for t in texts))
     finally:
         await batcher.stop()
-    assert embedder.batches == [[9, 9], [LONG_CHARS + 500, LONG_CHARS + 1]]
+    # the two groups run on two workers: in either order
+    assert sorted(embedder.batches) == [[9, 9], [LONG_CHARS + 500, LONG_CHARS + 1]]
     np.testing.assert_allclose(np.stack(vectors), embedder.embed(texts), atol=1e-6)
+
+
+class SlowLongEmbedder(HashEmbedder):
+    """Holds every long text until released; records the nice value of the thread it ran on."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=HASH_DIM)
+        self.release = threading.Event()
+        self.nice: dict[str, int] = {}
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        import os
+
+        from gateway.batching import LONG_CHARS
+
+        kind = "long" if max(len(t) for t in texts) > LONG_CHARS else "short"
+        self.nice[kind] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        if kind == "long" and not self.release.wait(10):
+            raise RuntimeError("never released")
+        return super().embed(texts)
+
+
+async def test_short_texts_do_not_wait_for_a_long_one_on_a_low_priority_worker() -> None:
+    import asyncio
+    import os
+
+    from gateway.batching import LONG_CHARS, MicroBatcher
+    from gateway.lowprio import NICE_DELTA
+
+    embedder = SlowLongEmbedder()
+    batcher = MicroBatcher(embedder, window_s=0.001)
+    batcher.start()
+    try:
+        long = asyncio.ensure_future(batcher.embed("x " * LONG_CHARS))
+        await asyncio.sleep(0.05)  # the long text is being embedded, and stays so
+        shorts = await asyncio.wait_for(
+            asyncio.gather(*(batcher.embed(f"short {i}") for i in range(5))), 5)
+        assert not long.done()
+        embedder.release.set()
+        vector = await asyncio.wait_for(long, 5)
+    finally:
+        embedder.release.set()
+        await batcher.stop()
+    np.testing.assert_allclose(np.stack(shorts), embedder.embed([f"short {i}" for i in range(5)]),
+                               atol=1e-6)
+    assert vector.shape == (HASH_DIM,)
+    if hasattr(os, "setpriority"):  # per-thread nice values: Linux
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert embedder.nice["short"] == base
+        assert embedder.nice["long"] == min(19, base + NICE_DELTA)
