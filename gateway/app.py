@@ -36,7 +36,7 @@ from .messages import anthropic_error, handle_messages, parse_messages_request
 from .metrics import CONTENT_TYPE
 from .protocol import check_content_type, parse_json_body, validate_chat_body
 from .readiness import Readiness
-from .requestlog import RequestLog
+from .requestlog import Observer, RequestLog
 from .responses import handle_responses, parse_responses_request
 from .service import Service
 from .ui import mount_ui
@@ -209,8 +209,13 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
     app.state.service = svc
     app.state.decision_log = svc.decision_log  # summary(since) for the dashboard
     _register_errors(app, svc)
-    app.add_middleware(RequestLog, on_finish=svc.decision_log.on_finish
-                       if svc.decision_log is not None else None)
+    # One list of request-finished observers: the decision log here, the dashboard's live
+    # statistics in `mount_ui`; the middleware tells each when a response has ended.
+    observers: list[Observer] = []
+    app.state.request_observers = observers
+    if svc.decision_log is not None:
+        observers.append(svc.decision_log.on_finish)
+    app.add_middleware(RequestLog, observers=observers)
 
     server = settings.server
 

@@ -24,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger("r2.gateway")
 #: A client's `x-request-id` is echoed and logged only if it looks like an id.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+#: A request-finished observer: (ASGI scope, request state, status, seconds).
+Observer = Callable[[Scope, dict[str, Any], int, float], None]
 _INTERNAL = json.dumps({"error": {"message": "internal error", "type": "server_error",
                                   "param": None, "code": "internal_error"}}).encode()
 
@@ -44,10 +46,12 @@ class RequestLog:
     """State keys it reads: `request_id` (set here), `outcome` (an object with `deployment`,
     `decision`, `fallback`), `error` (an error code)."""
 
-    def __init__(self, app: ASGIApp, on_finish: Callable[..., None] | None = None) -> None:
+    def __init__(self, app: ASGIApp, observers: list[Observer] | None = None) -> None:
         self.app = app
-        #: Called once per finished request: (scope, state, status, latency_s).
-        self.on_finish = on_finish
+        #: Told once per finished request, in order: `observe(scope, state, status, seconds)`
+        #: (the decision log, the dashboard's live statistics). The list is the app's
+        #: `app.state.request_observers`, so observers registered later are told too.
+        self.observers = observers if observers is not None else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,23 +85,11 @@ class RequestLog:
         finally:
             seconds = time.perf_counter() - start
             _log_line(scope, state, status, seconds)
-            _notify(scope, state, status, seconds)
-            if self.on_finish is not None:
+            for observe in self.observers:
                 try:
-                    self.on_finish(scope, state, status, seconds)
-                except Exception as exc:  # noqa: BLE001 - a hook never fails a request
-                    log.warning("request-finished hook failed: %s", type(exc).__name__)
-
-
-def _notify(scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
-    """Tell each observer in `app.state.request_observers` (the dashboard's live statistics,
-    say) that a request has ended: `observe(path, state, status, seconds)`."""
-    app_state = getattr(scope.get("app"), "state", None)
-    for observe in getattr(app_state, "request_observers", None) or ():
-        try:
-            observe(str(scope.get("path")), state, status, seconds)
-        except Exception as exc:  # noqa: BLE001 - an observer must never fail a request
-            log.warning("request observer failed: %s", type(exc).__name__)
+                    observe(scope, state, status, seconds)
+                except Exception as exc:  # noqa: BLE001 - an observer never fails a request
+                    log.warning("request observer failed: %s", type(exc).__name__)
 
 
 def _log_line(scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:

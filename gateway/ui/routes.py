@@ -93,10 +93,7 @@ def mount_ui(app: FastAPI, svc: Service, check_auth: Auth) -> LiveStats:
     """Register the page and its API on `app`, and the live statistics as a request observer
     (`app.state.request_observers`, called by `gateway/requestlog.py`)."""
     stats = LiveStats()
-    observers = getattr(app.state, "request_observers", None)
-    if observers is None:
-        observers = app.state.request_observers = []
-    observers.append(stats.observe)
+    app.state.request_observers.append(stats.observe)
     app.state.live_stats = stats
     static = _read_static()  # once, at build time: a few KB
 

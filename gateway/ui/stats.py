@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,8 +124,10 @@ class LiveStats:
         self._lock = threading.Lock()
 
     # -- feeding -----------------------------------------------------------------------------
-    def observe(self, path: str, state: dict[str, Any], status: int, seconds: float) -> None:
+    def observe(self, scope: Mapping[str, Any], state: dict[str, Any], status: int,
+                seconds: float) -> None:
         """A request observer (see `gateway/requestlog.py`)."""
+        path = str(scope.get("path"))
         if path.startswith(TRAFFIC_PREFIX) and path not in NOT_TRAFFIC:
             self.record(finished_from_state(state, status, seconds))
 
