@@ -3,7 +3,8 @@
 It owns the writer thread and the store, gives the router its decision hook (keeping the
 embedding, exploring when configured), turns finished requests into queued records
 (`on_finish`, a request observer the request-log middleware tells once per request),
-stores feedback and answers `summary(since)`, the report dict shared with `r2 report --json` and the dashboard.
+stores feedback and answers `summary(since)`, the report dict shared with `r2 report --json`
+and the dashboard.
 """
 
 from __future__ import annotations
