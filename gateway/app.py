@@ -258,37 +258,21 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
         svc.metrics.requests.labels(name, str(response.status_code)).inc()
         return response
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        return await endpoint(request, "/v1/chat/completions", handle_chat)
-
-    @app.post("/v1/route")
-    async def route(request: Request) -> Response:
-        return await endpoint(request, "/v1/route", handle_route, _validate_route)
-
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
-        return await endpoint(request, "/v1/completions", handle_completions,
-                              parse_completion_request)
-
-    @app.post("/v1/embeddings")
-    async def embeddings(request: Request) -> Response:
-        return await endpoint(request, "/v1/embeddings", handle_embeddings,
-                              validate_embedding_body)
-
-    @app.post("/v1/feedback")
-    async def feedback(request: Request) -> Response:
-        return await endpoint(request, "/v1/feedback", handle_feedback, validate_feedback)
-
-    @app.post("/v1/responses")
-    async def responses(request: Request) -> Response:
-        return await endpoint(request, "/v1/responses", handle_responses,
-                              partial(parse_responses_request, max_items=server.max_messages))
-
-    @app.post("/v1/messages")
-    async def messages(request: Request) -> Response:
-        return await endpoint(request, "/v1/messages", handle_messages,
-                              parse_messages_request, anthropic_error)
+    # Every POST endpoint runs the same pipeline (`endpoint`): its handler, the check of its
+    # parsed body, and the error shape of its wire format.
+    posts: list[tuple[str, Handler, Validator, Callable[[APIError], Response]]] = [
+        ("/v1/chat/completions", handle_chat, validate_chat_body, APIError.response),
+        ("/v1/route", handle_route, _validate_route, APIError.response),
+        ("/v1/completions", handle_completions, parse_completion_request, APIError.response),
+        ("/v1/embeddings", handle_embeddings, validate_embedding_body, APIError.response),
+        ("/v1/feedback", handle_feedback, validate_feedback, APIError.response),
+        ("/v1/responses", handle_responses,
+         partial(parse_responses_request, max_items=server.max_messages), APIError.response),
+        ("/v1/messages", handle_messages, parse_messages_request, anthropic_error),
+    ]
+    for path, handler, validate, render_error in posts:
+        app.add_api_route(path, _bound(endpoint, path, handler, validate, render_error),
+                          methods=["POST"])
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
@@ -325,6 +309,17 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
 
     mount_ui(app, svc, check_auth)
     return app
+
+
+def _bound(endpoint: Callable[..., Awaitable[Response]], path: str, handler: Handler,
+           validate: Validator, render_error: Callable[[APIError], Response]
+           ) -> Callable[[Request], Awaitable[Response]]:
+    """The route function of one POST endpoint (FastAPI reads its `request: Request`)."""
+    async def route(request: Request) -> Response:
+        return await endpoint(request, path, handler, validate, render_error)
+
+    route.__name__ = path.strip("/").replace("/", "_")
+    return route
 
 
 def _register_errors(app: FastAPI, svc: Service) -> None:
