@@ -25,6 +25,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .blockstream import BlockStream
 from .chat import Codec, handle_chat, named_event
 from .errors import APIError, bad_request
 from .protocol import MAX_TOKENS_LIMIT, check_forbidden, check_model, validate_chat_body
@@ -161,19 +162,16 @@ def render(data: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-class MessagesStream:
+class MessagesStream(BlockStream):
     """Chat chunks as Anthropic's event stream: one content block per run of text and one
     per tool call, closed before the next opens; the stop reason and usage in
     `message_delta` (the usage event comes last in a chat stream)."""
 
     def __init__(self, names: dict[str, str]) -> None:
+        super().__init__()
         self.names = names
-        self.started = False
-        self.failed = False
         self.index = -1
-        self.open: str | int | None = None  # "text", a tool call's index, or nothing
-        self.stop_reason = "end_turn"
-        self.usage: dict[str, Any] = {}
+        self.usage = {}
 
     def _start(self, model: Any) -> list[str]:
         if self.started:
@@ -190,47 +188,28 @@ class MessagesStream:
         self.open = None
         return [named_event({"type": "content_block_stop", "index": self.index})]
 
-    def _open(self, key: str | int, block: dict[str, Any]) -> list[str]:
-        events = self._close()
+    def _block(self, block: dict[str, Any]) -> list[str]:
         self.index += 1
-        self.open = key
-        return [*events, named_event({"type": "content_block_start", "index": self.index,
-                                      "content_block": block})]
+        return [named_event({"type": "content_block_start", "index": self.index,
+                             "content_block": block})]
 
-    def _delta(self, delta: dict[str, Any]) -> str:
-        return named_event({"type": "content_block_delta", "index": self.index,
-                            "delta": delta})
+    def _delta(self, delta: dict[str, Any]) -> list[str]:
+        return [named_event({"type": "content_block_delta", "index": self.index,
+                             "delta": delta})]
 
-    def chunk(self, data: dict[str, Any]) -> list[str]:
-        events = self._start(data.get("model"))
-        if isinstance(data.get("usage"), dict):
-            self.usage = data["usage"]
-        for choice in (data.get("choices") or [])[:1]:
-            delta = choice.get("delta") or {}
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                if self.open != "text":
-                    events += self._open("text", {"type": "text", "text": ""})
-                events.append(self._delta({"type": "text_delta", "text": text}))
-            for call in delta.get("tool_calls") or []:
-                events += self._tool_call(call)
-            if choice.get("finish_reason"):
-                self.stop_reason = STOP_REASONS.get(choice["finish_reason"], "end_turn")
-        return events
+    def _open_text(self) -> list[str]:
+        return self._block({"type": "text", "text": ""})
 
-    def _tool_call(self, call: dict[str, Any]) -> list[str]:
-        events: list[str] = []
-        key = int(call.get("index") or 0)
-        function = call.get("function") or {}
-        if self.open != key:
-            name = function.get("name") or ""
-            events += self._open(key, {"type": "tool_use", "id": call.get("id")
-                                       or f"toolu_{uuid.uuid4().hex[:24]}",
-                                       "name": self.names.get(name, name), "input": {}})
-        arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments:
-            events.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
-        return events
+    def _text(self, text: str) -> list[str]:
+        return self._delta({"type": "text_delta", "text": text})
+
+    def _open_call(self, call_id: str | None, name: str) -> list[str]:
+        call_id = call_id or f"toolu_{uuid.uuid4().hex[:24]}"
+        return self._block({"type": "tool_use", "id": call_id,
+                            "name": self.names.get(name, name), "input": {}})
+
+    def _arguments(self, arguments: str) -> list[str]:
+        return self._delta({"type": "input_json_delta", "partial_json": arguments})
 
     def error(self, err: APIError) -> list[str]:
         self.failed = True
@@ -245,7 +224,8 @@ class MessagesStream:
             usage["input_tokens"] = int(self.usage["prompt_tokens"])
         return [*self._start(None), *self._close(),
                 named_event({"type": "message_delta", "delta": {
-                    "stop_reason": self.stop_reason, "stop_sequence": None}, "usage": usage}),
+                    "stop_reason": STOP_REASONS.get(self.finish_reason, "end_turn"),
+                    "stop_sequence": None}, "usage": usage}),
                 named_event({"type": "message_stop"})]
 
 
