@@ -28,7 +28,14 @@ from starlette.responses import JSONResponse, Response
 from .blockstream import BlockStream
 from .chat import Codec, handle_chat, named_event
 from .errors import APIError, bad_request
-from .protocol import MAX_TOKENS_LIMIT, check_forbidden, check_model, validate_chat_body
+from .protocol import (
+    MAX_TOKENS_LIMIT,
+    check_forbidden,
+    check_int,
+    check_model,
+    check_number,
+    validate_chat_body,
+)
 from .service import Service
 
 #: Anthropic's error `type` by HTTP status (anything else: 4xx invalid request, 5xx api_error).
@@ -77,13 +84,9 @@ def _check_content(content: Any, where: str) -> None:
 def validate_messages_body(body: dict[str, Any]) -> None:
     """A 400 naming the field (Anthropic's dotted path) for anything malformed."""
     check_model(body)
-    cap = body.get("max_tokens")
-    if isinstance(cap, bool) or not isinstance(cap, int):
-        raise bad_request("'max_tokens' is required and must be an integer", "max_tokens",
-                          "invalid_type")
-    if not 1 <= cap <= MAX_TOKENS_LIMIT:
-        raise bad_request(f"'max_tokens' must be between 1 and {MAX_TOKENS_LIMIT}",
-                          "max_tokens")
+    if body.get("max_tokens") is None:
+        raise bad_request("'max_tokens' is required", "max_tokens", "invalid_type")
+    check_int(body, "max_tokens", 1, MAX_TOKENS_LIMIT)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty array", "messages", "invalid_type")
@@ -110,10 +113,7 @@ def validate_messages_body(body: dict[str, Any]) -> None:
     for key in ("metadata", "tool_choice", "thinking"):
         if body.get(key) is not None and not isinstance(body[key], dict):
             raise bad_request(f"'{key}' must be an object", key, "invalid_type")
-    if body.get("temperature") is not None and not (
-            isinstance(body["temperature"], int | float)
-            and not isinstance(body["temperature"], bool) and 0 <= body["temperature"] <= 1):
-        raise bad_request("'temperature' must be a number between 0 and 1", "temperature")
+    check_number(body, "temperature", 0, 1)
     for key in REFUSED:
         if key in body:
             raise bad_request(f"field '{key}' is not allowed", key, "forbidden_field")

@@ -32,7 +32,7 @@ from starlette.responses import Response
 from .blockstream import BlockStream
 from .chat import Codec, handle_chat, named_event
 from .errors import APIError, bad_request
-from .protocol import MAX_TOKENS_LIMIT, check_forbidden, check_model, validate_chat_body
+from .protocol import MAX_TOKENS_LIMIT, check_forbidden, check_int, check_model, validate_chat_body
 from .service import Service
 
 #: Fields that need server-side state this gateway does not keep: refused unless at the
@@ -117,11 +117,7 @@ def validate_responses_body(body: dict[str, Any]) -> None:
     _check_input(body.get("input"))
     if body.get("instructions") is not None and not isinstance(body["instructions"], str):
         raise bad_request("'instructions' must be a string", "instructions", "invalid_type")
-    cap = body.get("max_output_tokens")
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int)
-                            or not 1 <= cap <= MAX_TOKENS_LIMIT):
-        raise bad_request(f"'max_output_tokens' must be an integer between 1 and "
-                          f"{MAX_TOKENS_LIMIT}", "max_output_tokens")
+    check_int(body, "max_output_tokens", 1, MAX_TOKENS_LIMIT)
     include = body.get("include")
     if include is not None and not (isinstance(include, list)
                                     and all(isinstance(x, str) for x in include)):
