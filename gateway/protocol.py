@@ -356,15 +356,6 @@ def _header_float(raw: str, name: str) -> float:
 CAP_FIELDS = ("max_tokens", "max_completion_tokens")
 
 
-def client_max_tokens(body: Mapping[str, Any]) -> tuple[str, int | None]:
-    """Which field the client used for its output cap, and the cap (the smaller of the two
-    when both are sent)."""
-    cap = client_cap(body)
-    if body.get("max_completion_tokens") is not None:
-        return "max_completion_tokens", cap
-    return "max_tokens", cap
-
-
 def client_cap(body: Mapping[str, Any]) -> int | None:
     """The client's output cap: the smaller of `max_tokens` and `max_completion_tokens`."""
     values = [int(body[f]) for f in CAP_FIELDS if body.get(f) is not None]
