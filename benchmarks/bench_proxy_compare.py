@@ -44,6 +44,7 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_gateway import PROMPTS  # noqa: E402
 from httpload import closed_loop, percentile  # noqa: E402
 from loadenv import (  # noqa: E402
     MODELS,
@@ -56,12 +57,6 @@ from loadenv import (  # noqa: E402
 )
 
 HOST = "127.0.0.1"
-TOPICS = ("photosynthesis", "a hash map", "TCP congestion control", "inflation", "vaccination",
-          "a compiler", "the tides", "public-key cryptography", "garbage collection",
-          "the French revolution", "plate tectonics", "a transformer network")
-PROMPTS = [f"Question {i}: explain, in plain words and with one example, how {topic} works, "
-           f"why it matters and what people most often get wrong about it."
-           for i, topic in enumerate(TOPICS)]
 
 
 def tree_cpu_seconds(pid: int) -> float:
