@@ -73,10 +73,6 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def loadavg() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
-
-
 def registered(kind: str) -> bool:
     from router_core import InvalidInputError
     from router_core.embedders import check_options
@@ -182,7 +178,7 @@ async def run_passes(targets: list[Target], args: argparse.Namespace) -> list[di
     for p in range(args.passes):
         for c in args.concurrency:
             for target in targets:
-                load = loadavg()
+                load = os.getloadavg()[0]
                 row = await measure(target, c, args.seconds)
                 row.update({"pass": p, "loadavg": load})
                 rows.append(row)
@@ -296,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.embedders:
         raise SystemExit(f"no registered embedder among {skipped}")
     print(f"bench_proxy_compare: litellm {litellm_version()}, {len(os.sched_getaffinity(0))} "
-          f"CPUs, load average {loadavg():.2f}; embedders {args.embedders}"
+          f"CPUs, load average {os.getloadavg()[0]:.2f}; embedders {args.embedders}"
           + (f" (not registered, skipped: {skipped})" if skipped else ""), flush=True)
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -312,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_all(list(reversed(procs)))
     for line in summarise(rows, args) + stages:
         print(line)
-    print(f"\nload average at the end {loadavg():.2f}")
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     return 0
