@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from httpload import percentile  # noqa: E402
 from loadenv import free_port, placement, serve_standin, start, stop_all, write_config  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -49,11 +50,6 @@ def large_body(chars: int, serial: int | None = None) -> dict[str, Any]:
     return {"model": "r2-auto", "messages": [
         {"role": "system", "content": "Summarise the document."},
         {"role": "user", "content": text}]}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 async def small_phase(client: httpx.AsyncClient, url: str, requests: int,

@@ -44,6 +44,7 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_gateway import PROMPTS  # noqa: E402
 from httpload import closed_loop, percentile  # noqa: E402
 from loadenv import (  # noqa: E402
     MODELS,
@@ -56,12 +57,6 @@ from loadenv import (  # noqa: E402
 )
 
 HOST = "127.0.0.1"
-TOPICS = ("photosynthesis", "a hash map", "TCP congestion control", "inflation", "vaccination",
-          "a compiler", "the tides", "public-key cryptography", "garbage collection",
-          "the French revolution", "plate tectonics", "a transformer network")
-PROMPTS = [f"Question {i}: explain, in plain words and with one example, how {topic} works, "
-           f"why it matters and what people most often get wrong about it."
-           for i, topic in enumerate(TOPICS)]
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -76,10 +71,6 @@ def tree_cpu_seconds(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError):
             continue
     return total
-
-
-def loadavg() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def registered(kind: str) -> bool:
@@ -187,7 +178,7 @@ async def run_passes(targets: list[Target], args: argparse.Namespace) -> list[di
     for p in range(args.passes):
         for c in args.concurrency:
             for target in targets:
-                load = loadavg()
+                load = os.getloadavg()[0]
                 row = await measure(target, c, args.seconds)
                 row.update({"pass": p, "loadavg": load})
                 rows.append(row)
@@ -301,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.embedders:
         raise SystemExit(f"no registered embedder among {skipped}")
     print(f"bench_proxy_compare: litellm {litellm_version()}, {len(os.sched_getaffinity(0))} "
-          f"CPUs, load average {loadavg():.2f}; embedders {args.embedders}"
+          f"CPUs, load average {os.getloadavg()[0]:.2f}; embedders {args.embedders}"
           + (f" (not registered, skipped: {skipped})" if skipped else ""), flush=True)
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_all(list(reversed(procs)))
     for line in summarise(rows, args) + stages:
         print(line)
-    print(f"\nload average at the end {loadavg():.2f}")
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     return 0

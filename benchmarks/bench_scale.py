@@ -37,10 +37,9 @@ from typing import Any
 import httpx
 import yaml
 from httpload import Result, closed_loop, percentile
-from loadenv import ROOT, free_port, serve_standin, start, stop_all, write_checkpoint
+from loadenv import MODELS, ROOT, free_port, serve_standin, start, stop_all, write_checkpoint
 
 EMBEDDER = {"kind": "hash", "dim": 64}
-MODELS = ("large", "medium", "small")
 #: Commands of the replica's background sync (cooldown mirror, reconnect pings).
 SYNC_COMMANDS = {"mget", "ping"}
 #: Commands that run inside the rate limiter's script (counted by Redis, not round trips).

@@ -51,27 +51,32 @@ def cross_fitted(x: np.ndarray, y: np.ndarray, folds: int = 5) -> np.ndarray:
     return out
 
 
+Calibrate = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]
+
+
+def calibrated(x: np.ndarray, y: np.ndarray, xv: np.ndarray, fit: Calibrate) -> np.ndarray:
+    """`shared` predictions on `xv`, each column mapped by `fit(out-of-fold, observed)`."""
+    cf, flat = cross_fitted(x, y), y.reshape(len(y), -1)
+    base = fit_shared_bank(x, y).predict(xv)
+    for j in range(flat.shape[1]):
+        ok = np.isfinite(flat[:, j])
+        base[:, j] = fit(cf[ok, j], flat[ok, j])(base[:, j])
+    return base
+
+
 def isotonic(x: np.ndarray, y: np.ndarray, xv: np.ndarray) -> np.ndarray:
     from sklearn.isotonic import IsotonicRegression
 
-    cf, flat = cross_fitted(x, y), y.reshape(len(y), -1)
-    base = fit_shared_bank(x, y).predict(xv)
-    for j in range(flat.shape[1]):
-        ok = np.isfinite(flat[:, j])
-        iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(cf[ok, j],
-                                                                           flat[ok, j])
-        base[:, j] = iso.predict(base[:, j])
-    return base
+    return calibrated(x, y, xv, lambda c, t: IsotonicRegression(
+        y_min=0, y_max=1, out_of_bounds="clip").fit(c, t).predict)
 
 
 def affine(x: np.ndarray, y: np.ndarray, xv: np.ndarray) -> np.ndarray:
-    cf, flat = cross_fitted(x, y), y.reshape(len(y), -1)
-    base = fit_shared_bank(x, y).predict(xv)
-    for j in range(flat.shape[1]):
-        ok = np.isfinite(flat[:, j])
-        slope, icpt = np.polyfit(cf[ok, j], flat[ok, j], 1)
-        base[:, j] = slope * base[:, j] + icpt
-    return base
+    def fit(c: np.ndarray, t: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        slope, icpt = np.polyfit(c, t, 1)
+        return lambda v: slope * v + icpt
+
+    return calibrated(x, y, xv, fit)
 
 
 def logistic(x: np.ndarray, y: np.ndarray, xv: np.ndarray, c: float = 0.3) -> np.ndarray:

@@ -25,9 +25,17 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .blockstream import BlockStream
 from .chat import Codec, handle_chat, named_event
 from .errors import APIError, bad_request
-from .protocol import MAX_TOKENS_LIMIT, check_forbidden, check_model, validate_chat_body
+from .protocol import (
+    MAX_TOKENS_LIMIT,
+    check_forbidden,
+    check_int,
+    check_model,
+    check_number,
+    validate_chat_body,
+)
 from .service import Service
 
 #: Anthropic's error `type` by HTTP status (anything else: 4xx invalid request, 5xx api_error).
@@ -76,13 +84,9 @@ def _check_content(content: Any, where: str) -> None:
 def validate_messages_body(body: dict[str, Any]) -> None:
     """A 400 naming the field (Anthropic's dotted path) for anything malformed."""
     check_model(body)
-    cap = body.get("max_tokens")
-    if isinstance(cap, bool) or not isinstance(cap, int):
-        raise bad_request("'max_tokens' is required and must be an integer", "max_tokens",
-                          "invalid_type")
-    if not 1 <= cap <= MAX_TOKENS_LIMIT:
-        raise bad_request(f"'max_tokens' must be between 1 and {MAX_TOKENS_LIMIT}",
-                          "max_tokens")
+    if body.get("max_tokens") is None:
+        raise bad_request("'max_tokens' is required", "max_tokens", "invalid_type")
+    check_int(body, "max_tokens", 1, MAX_TOKENS_LIMIT)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty array", "messages", "invalid_type")
@@ -109,10 +113,7 @@ def validate_messages_body(body: dict[str, Any]) -> None:
     for key in ("metadata", "tool_choice", "thinking"):
         if body.get(key) is not None and not isinstance(body[key], dict):
             raise bad_request(f"'{key}' must be an object", key, "invalid_type")
-    if body.get("temperature") is not None and not (
-            isinstance(body["temperature"], int | float)
-            and not isinstance(body["temperature"], bool) and 0 <= body["temperature"] <= 1):
-        raise bad_request("'temperature' must be a number between 0 and 1", "temperature")
+    check_number(body, "temperature", 0, 1)
     for key in REFUSED:
         if key in body:
             raise bad_request(f"field '{key}' is not allowed", key, "forbidden_field")
@@ -161,19 +162,16 @@ def render(data: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-class MessagesStream:
+class MessagesStream(BlockStream):
     """Chat chunks as Anthropic's event stream: one content block per run of text and one
     per tool call, closed before the next opens; the stop reason and usage in
     `message_delta` (the usage event comes last in a chat stream)."""
 
     def __init__(self, names: dict[str, str]) -> None:
+        super().__init__()
         self.names = names
-        self.started = False
-        self.failed = False
         self.index = -1
-        self.open: str | int | None = None  # "text", a tool call's index, or nothing
-        self.stop_reason = "end_turn"
-        self.usage: dict[str, Any] = {}
+        self.usage = {}
 
     def _start(self, model: Any) -> list[str]:
         if self.started:
@@ -190,47 +188,28 @@ class MessagesStream:
         self.open = None
         return [named_event({"type": "content_block_stop", "index": self.index})]
 
-    def _open(self, key: str | int, block: dict[str, Any]) -> list[str]:
-        events = self._close()
+    def _block(self, block: dict[str, Any]) -> list[str]:
         self.index += 1
-        self.open = key
-        return [*events, named_event({"type": "content_block_start", "index": self.index,
-                                      "content_block": block})]
+        return [named_event({"type": "content_block_start", "index": self.index,
+                             "content_block": block})]
 
-    def _delta(self, delta: dict[str, Any]) -> str:
-        return named_event({"type": "content_block_delta", "index": self.index,
-                            "delta": delta})
+    def _delta(self, delta: dict[str, Any]) -> list[str]:
+        return [named_event({"type": "content_block_delta", "index": self.index,
+                             "delta": delta})]
 
-    def chunk(self, data: dict[str, Any]) -> list[str]:
-        events = self._start(data.get("model"))
-        if isinstance(data.get("usage"), dict):
-            self.usage = data["usage"]
-        for choice in (data.get("choices") or [])[:1]:
-            delta = choice.get("delta") or {}
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                if self.open != "text":
-                    events += self._open("text", {"type": "text", "text": ""})
-                events.append(self._delta({"type": "text_delta", "text": text}))
-            for call in delta.get("tool_calls") or []:
-                events += self._tool_call(call)
-            if choice.get("finish_reason"):
-                self.stop_reason = STOP_REASONS.get(choice["finish_reason"], "end_turn")
-        return events
+    def _open_text(self) -> list[str]:
+        return self._block({"type": "text", "text": ""})
 
-    def _tool_call(self, call: dict[str, Any]) -> list[str]:
-        events: list[str] = []
-        key = int(call.get("index") or 0)
-        function = call.get("function") or {}
-        if self.open != key:
-            name = function.get("name") or ""
-            events += self._open(key, {"type": "tool_use", "id": call.get("id")
-                                       or f"toolu_{uuid.uuid4().hex[:24]}",
-                                       "name": self.names.get(name, name), "input": {}})
-        arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments:
-            events.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
-        return events
+    def _text(self, text: str) -> list[str]:
+        return self._delta({"type": "text_delta", "text": text})
+
+    def _open_call(self, call_id: str | None, name: str) -> list[str]:
+        call_id = call_id or f"toolu_{uuid.uuid4().hex[:24]}"
+        return self._block({"type": "tool_use", "id": call_id,
+                            "name": self.names.get(name, name), "input": {}})
+
+    def _arguments(self, arguments: str) -> list[str]:
+        return self._delta({"type": "input_json_delta", "partial_json": arguments})
 
     def error(self, err: APIError) -> list[str]:
         self.failed = True
@@ -245,7 +224,8 @@ class MessagesStream:
             usage["input_tokens"] = int(self.usage["prompt_tokens"])
         return [*self._start(None), *self._close(),
                 named_event({"type": "message_delta", "delta": {
-                    "stop_reason": self.stop_reason, "stop_sequence": None}, "usage": usage}),
+                    "stop_reason": STOP_REASONS.get(self.finish_reason, "end_turn"),
+                    "stop_sequence": None}, "usage": usage}),
                 named_event({"type": "message_stop"})]
 
 

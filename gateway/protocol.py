@@ -208,7 +208,7 @@ def check_forbidden(body: Mapping[str, Any]) -> None:
                                   "forbidden_field")
 
 
-def _check_int(body: Mapping[str, Any], key: str, low: int, high: int) -> None:
+def check_int(body: Mapping[str, Any], key: str, low: int, high: int) -> None:
     if key in body and body[key] is not None:
         value = body[key]
         if isinstance(value, bool) or not isinstance(value, int):
@@ -217,7 +217,7 @@ def _check_int(body: Mapping[str, Any], key: str, low: int, high: int) -> None:
             raise bad_request(f"'{key}' must be between {low} and {high}", key)
 
 
-def _check_number(body: Mapping[str, Any], key: str, low: float, high: float) -> None:
+def check_number(body: Mapping[str, Any], key: str, low: float, high: float) -> None:
     if key in body and body[key] is not None:
         value = body[key]
         if isinstance(value, bool) or not isinstance(value, int | float) \
@@ -259,11 +259,11 @@ def validate_chat_body(body: dict[str, Any], require_model: bool = True) -> None
         if msg.get("role") not in ROLES:
             raise bad_request("message role is missing or invalid", f"messages[{i}].role")
         _check_message(msg, f"messages[{i}]")
-    _check_int(body, "max_tokens", 1, MAX_TOKENS_LIMIT)
-    _check_int(body, "max_completion_tokens", 1, MAX_TOKENS_LIMIT)
-    _check_int(body, "n", 1, 128)
-    _check_number(body, "temperature", 0, 2)
-    _check_number(body, "top_p", 0, 1)
+    check_int(body, "max_tokens", 1, MAX_TOKENS_LIMIT)
+    check_int(body, "max_completion_tokens", 1, MAX_TOKENS_LIMIT)
+    check_int(body, "n", 1, 128)
+    check_number(body, "temperature", 0, 2)
+    check_number(body, "top_p", 0, 1)
     if "stream" in body and not isinstance(body["stream"], bool | None):
         raise bad_request("'stream' must be a boolean", "stream", "invalid_type")
     _check_containers(body)
@@ -354,15 +354,6 @@ def _header_float(raw: str, name: str) -> float:
 
 
 CAP_FIELDS = ("max_tokens", "max_completion_tokens")
-
-
-def client_max_tokens(body: Mapping[str, Any]) -> tuple[str, int | None]:
-    """Which field the client used for its output cap, and the cap (the smaller of the two
-    when both are sent)."""
-    cap = client_cap(body)
-    if body.get("max_completion_tokens") is not None:
-        return "max_completion_tokens", cap
-    return "max_tokens", cap
 
 
 def client_cap(body: Mapping[str, Any]) -> int | None:

@@ -29,9 +29,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .blockstream import BlockStream
 from .chat import Codec, handle_chat, named_event
 from .errors import APIError, bad_request
-from .protocol import MAX_TOKENS_LIMIT, check_forbidden, check_model, validate_chat_body
+from .protocol import MAX_TOKENS_LIMIT, check_forbidden, check_int, check_model, validate_chat_body
 from .service import Service
 
 #: Fields that need server-side state this gateway does not keep: refused unless at the
@@ -116,11 +117,7 @@ def validate_responses_body(body: dict[str, Any]) -> None:
     _check_input(body.get("input"))
     if body.get("instructions") is not None and not isinstance(body["instructions"], str):
         raise bad_request("'instructions' must be a string", "instructions", "invalid_type")
-    cap = body.get("max_output_tokens")
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int)
-                            or not 1 <= cap <= MAX_TOKENS_LIMIT):
-        raise bad_request(f"'max_output_tokens' must be an integer between 1 and "
-                          f"{MAX_TOKENS_LIMIT}", "max_output_tokens")
+    check_int(body, "max_output_tokens", 1, MAX_TOKENS_LIMIT)
     include = body.get("include")
     if include is not None and not (isinstance(include, list)
                                     and all(isinstance(x, str) for x in include)):
@@ -246,21 +243,17 @@ def render(data: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class ResponsesStream:
+class ResponsesStream(BlockStream):
     """Chat chunks as the Responses event stream: a message item for the text, a
     function_call item per tool call, each opened before its deltas and closed (`.done`)
     before the next opens; the final `response` carries every item and the usage."""
 
     def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__()
         self.body = body
         self.shell = _shell(body, f"resp_{uuid.uuid4().hex}", None)
         self.seq = 0
         self.items: list[dict[str, Any]] = []
-        self.open: str | int | None = None  # "text", a tool call's index, or nothing
-        self.finish_reason: Any = None
-        self.usage: Any = None
-        self.started = False
-        self.failed = False
 
     def _event(self, kind: str, **fields: Any) -> str:
         event = named_event({"type": kind, "sequence_number": self.seq, **fields})
@@ -295,60 +288,40 @@ class ResponsesStream:
                                   arguments=item["arguments"])]
         return [*events, self._event("response.output_item.done", output_index=i, item=item)]
 
-    def _open(self, key: str | int, item: dict[str, Any]) -> list[str]:
-        events = self._close()
-        self.open = key
+    def _add(self, item: dict[str, Any]) -> list[str]:
         self.items.append(item)
         i = len(self.items) - 1
         added = {**item, "content": []} if item["type"] == "message" else item
-        events.append(self._event("response.output_item.added", output_index=i, item=added))
+        events = [self._event("response.output_item.added", output_index=i, item=added)]
         if item["type"] == "message":
             events.append(self._event("response.content_part.added", item_id=item["id"],
                                       output_index=i, content_index=0,
                                       part=item["content"][0]))
         return events
 
-    def chunk(self, data: dict[str, Any]) -> list[str]:
-        events = self._start(data.get("model"))
-        if isinstance(data.get("usage"), dict):
-            self.usage = data["usage"]
-        for choice in (data.get("choices") or [])[:1]:
-            delta = choice.get("delta") or {}
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                if self.open != "text":
-                    events += self._open("text", {
-                        "id": f"msg_{uuid.uuid4().hex}", "type": "message",
-                        "status": "in_progress", "role": "assistant",
-                        "content": [{"type": "output_text", "text": "", "annotations": []}]})
-                item = self.items[-1]
-                item["content"][0]["text"] += text
-                events.append(self._event("response.output_text.delta", item_id=item["id"],
-                                          output_index=len(self.items) - 1, content_index=0,
-                                          delta=text, logprobs=[]))
-            for call in delta.get("tool_calls") or []:
-                events += self._tool_call(call)
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-        return events
+    def _open_text(self) -> list[str]:
+        return self._add({"id": f"msg_{uuid.uuid4().hex}", "type": "message",
+                          "status": "in_progress", "role": "assistant",
+                          "content": [{"type": "output_text", "text": "", "annotations": []}]})
 
-    def _tool_call(self, call: dict[str, Any]) -> list[str]:
-        events: list[str] = []
-        key = int(call.get("index") or 0)
-        function = call.get("function") or {}
-        if self.open != key:
-            call_id = call.get("id") or f"call_{uuid.uuid4().hex[:24]}"
-            events += self._open(key, {"id": f"fc_{uuid.uuid4().hex}", "type": "function_call",
-                                       "status": "in_progress", "call_id": call_id,
-                                       "name": function.get("name") or "", "arguments": ""})
-        arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments:
-            item = self.items[-1]
-            item["arguments"] += arguments
-            events.append(self._event("response.function_call_arguments.delta",
-                                      item_id=item["id"], output_index=len(self.items) - 1,
-                                      delta=arguments))
-        return events
+    def _text(self, text: str) -> list[str]:
+        item = self.items[-1]
+        item["content"][0]["text"] += text
+        return [self._event("response.output_text.delta", item_id=item["id"],
+                            output_index=len(self.items) - 1, content_index=0,
+                            delta=text, logprobs=[])]
+
+    def _open_call(self, call_id: str | None, name: str) -> list[str]:
+        return self._add({"id": f"fc_{uuid.uuid4().hex}", "type": "function_call",
+                          "status": "in_progress",
+                          "call_id": call_id or f"call_{uuid.uuid4().hex[:24]}",
+                          "name": name, "arguments": ""})
+
+    def _arguments(self, arguments: str) -> list[str]:
+        item = self.items[-1]
+        item["arguments"] += arguments
+        return [self._event("response.function_call_arguments.delta", item_id=item["id"],
+                            output_index=len(self.items) - 1, delta=arguments)]
 
     def error(self, err: APIError) -> list[str]:
         self.failed = True

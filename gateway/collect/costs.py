@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol import client_max_tokens
+from ..protocol import client_cap
 
 #: Output tokens assumed for a request without `max_tokens` (the budget-free arm on a
 #: deployment without its own `max_tokens`), when reserving against the cost cap.
@@ -44,7 +44,7 @@ def worst_case_tokens(body: dict[str, Any]) -> tuple[int, int]:
     size = sum(len(json.dumps(m.get("content"), ensure_ascii=False).encode("utf-8"))
                for m in messages)
     input_bound = size + TEMPLATE_TOKENS_PER_MESSAGE * (len(messages) + 1)
-    _, cap = client_max_tokens(body)
+    cap = client_cap(body)
     return input_bound, cap if cap is not None else UNBOUNDED_OUTPUT_TOKENS
 
 

@@ -58,8 +58,9 @@ def open_log(target: str) -> Any:
     from router_core import InvalidInputError
 
     from ..decisionlog import StoreError, open_store
+    from ..decisionlog.store import is_postgres
 
-    if not target.startswith(("postgresql://", "postgres://")) and not Path(target).is_file():
+    if not is_postgres(target) and not Path(target).is_file():
         raise InvalidInputError(f"no decision log at {target}", param="log")
     try:
         return open_store(target)

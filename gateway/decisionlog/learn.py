@@ -152,7 +152,7 @@ def _residual_heads(x: F64, arm: npt.NDArray[np.intp], target: F64, base: F64, w
     return out
 
 
-def _raw_heads(scorer: Scorer, x: F64, tokens_in: F64) -> tuple[F64, F64]:
+def _raw_heads(scorer: Scorer, x: F64) -> tuple[F64, F64]:
     """The base's raw head outputs `[N, M*P]` (before clipping) for quality and tokens."""
     scores_q, scores_t = scorer._raw(x)  # noqa: SLF001 - the linear heads' raw outputs
     n = x.shape[0]
@@ -181,7 +181,7 @@ def refit(base: Checkpoint, rows: LogRows, log: Log = print) -> Refit:
                                 "checkpoint's heads are not", param="checkpoint")
     scorer = Scorer(base, policy_input_tokens(base, base.input_tokens))
     m, p = scorer.shape
-    q_raw, t_raw = _raw_heads(scorer, rows.x, rows.input_tokens)
+    q_raw, t_raw = _raw_heads(scorer, rows.x)
     idx = np.arange(len(rows.ids))
     base_q, base_t = q_raw[idx, rows.arm], t_raw[idx, rows.arm]
     log_tokens = scorer.tokens_space == "log1p"
@@ -222,10 +222,14 @@ def refit(base: Checkpoint, rows: LogRows, log: Log = print) -> Refit:
     return Refit(new, alpha, len(rows.ids), len(served), report)
 
 
-def _ips_curve(scorer: Scorer, rows: LogRows, lambdas: F64) -> tuple[F64, F64, list[int]]:
+def _predicted(scorer: Scorer, rows: LogRows) -> tuple[F64, F64]:
+    """Predicted quality and cost `[N, M*P]` of every arm for the records."""
     scores = scorer.predict(rows.x, rows.input_tokens)
     n = rows.x.shape[0]
-    q, c = scores.quality.reshape(n, -1), scores.cost.reshape(n, -1)
+    return scores.quality.reshape(n, -1), scores.cost.reshape(n, -1)
+
+
+def _ips_curve(q: F64, c: F64, rows: LogRows, lambdas: F64) -> tuple[F64, F64, list[int]]:
     costs, quals, matched = [], [], []
     for lam in lambdas:
         pick = np.argmax((1.0 - lam) * q - lam * c, axis=1)
@@ -241,12 +245,9 @@ def _ips_curve(scorer: Scorer, rows: LogRows, lambdas: F64) -> tuple[F64, F64, l
     return np.asarray(costs), np.asarray(quals), matched
 
 
-def _at_logged_lambda(scorer: Scorer, rows: LogRows) -> dict[str, Any]:
+def _at_logged_lambda(q: F64, c: F64, rows: LogRows) -> dict[str, Any]:
     """IPS estimate of mean feedback if the router had decided each held-out request at the
     lambda it was served with (the policy's value on this traffic)."""
-    scores = scorer.predict(rows.x, rows.input_tokens)
-    n = rows.x.shape[0]
-    q, c = scores.quality.reshape(n, -1), scores.cost.reshape(n, -1)
     lam = rows.lambdas[:, None]
     hit = np.argmax((1.0 - lam) * q - lam * c, axis=1) == rows.arm
     w = rows.weight * hit
@@ -262,12 +263,12 @@ def compare(base: Checkpoint, new: Checkpoint, rows: LogRows) -> dict[str, Any]:
     lambdas = lambda_grid(max(lo, 1e-9), max(hi, 1e-9), 120)
     out: dict[str, Any] = {"records": len(rows.ids)}
     for name, ckpt in (("base", base), ("refit", new)):
-        scorer = Scorer(ckpt, policy_input_tokens(ckpt, ckpt.input_tokens))
-        cost, qual, matched = _ips_curve(scorer, rows, lambdas)
+        q, c = _predicted(Scorer(ckpt, policy_input_tokens(ckpt, ckpt.input_tokens)), rows)
+        cost, qual, matched = _ips_curve(q, c, rows, lambdas)
         ok = ~np.isnan(cost)
         value = audc(cost[ok], qual[ok], lo, hi) if ok.any() and hi > lo else (
             float(np.nanmax(qual)) if ok.any() else float("nan"))
         out[name] = {"audc": value, "matched_records_mean": float(np.mean(matched)),
-                     **_at_logged_lambda(scorer, rows)}
+                     **_at_logged_lambda(q, c, rows)}
     out["change"] = out["refit"]["audc"] - out["base"]["audc"]
     return out

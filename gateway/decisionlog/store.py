@@ -123,9 +123,14 @@ def _rollback(conn: Any) -> None:
         pass
 
 
+def is_postgres(target: str) -> bool:
+    """Whether `target` names a PostgreSQL database (else it is a SQLite path)."""
+    return target.startswith(("postgresql://", "postgres://"))
+
+
 def describe(url: str) -> str:
     """A store's name for messages: never the password of a database URL."""
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres(url):
         scheme, _, rest = url.partition("://")
         creds, at, host = rest.rpartition("@")
         return f"{scheme}://{creds.split(':')[0] + '@' if at else ''}{host}"
@@ -136,7 +141,7 @@ def open_store(target: str, connect_timeout_s: float = 3.0) -> SQLStore:
     """A migrated store for a SQLite path or a `postgresql://` URL."""
     where = describe(target)
     try:
-        if target.startswith(("postgresql://", "postgres://")):
+        if is_postgres(target):
             import psycopg
 
             conn: Any = psycopg.connect(target, connect_timeout=max(1, int(connect_timeout_s)))

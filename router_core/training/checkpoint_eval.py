@@ -192,12 +192,12 @@ def _point_by_policy(q: Any, c: Any, arms: Arms, masks: dict[str, BoolArray],
     """The point router of every policy: on the common set, and on its own set (queries with
     that policy's arms), both on the common set's cost range and best-arm target."""
     base = _rows(arms, common)
+    lambdas = lambda_grid(float(base.mean_cost.min()), float(base.mean_cost.max()))
     out: dict[str, Any] = {}
     for label, mask in masks.items():
         entry: dict[str, Any] = {}
         for key, rows in (("common", common), ("own", own[label])):
             sub = _rows(arms, rows)
-            lambdas = lambda_grid(float(base.mean_cost.min()), float(base.mean_cost.max()))
             curve = realised(choices(q[rows], c[rows], lambdas, mask), sub)
             result, _, _ = summarise({"point": curve}, base)
             entry[key] = {**_metrics(result["point"]), "queries": int(rows.sum())}

@@ -166,11 +166,11 @@ def cross_validate(variants: Sequence[Variant], prep: Prepared, policies: Sequen
     order = np.random.default_rng(seed).permutation(data.n_queries)
     fold_of = np.empty(data.n_queries, dtype=np.intp)
     fold_of[order] = np.arange(data.n_queries) % folds
+    masks = policy_masks(data)
     out = Validation({v.name: [] for v in variants},
-                     {v.name: {p: [] for p in policy_masks(data)} for v in variants}, [])
+                     {v.name: {p: [] for p in masks} for v in variants}, [])
     tokens = data.token_targets()
     complete = data.complete
-    masks = policy_masks(data)
     bar = tqdm(total=folds * len(variants), desc="validating variants", disable=not progress)
     for k in range(folds):
         fit_rows = fold_of != k
