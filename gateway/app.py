@@ -42,8 +42,10 @@ from .service import Service
 from .ui import mount_ui
 
 Handler = Callable[[Request, dict[str, Any], Service], Awaitable[Response]]
-#: Checks a parsed body, raising a 400 `APIError` naming the field.
-Validator = Callable[[dict[str, Any]], None]
+#: Checks a parsed body, raising a 400 `APIError` naming the field. What it returns (for the
+#: endpoints that translate to chat: the translation) reaches the handler as
+#: `request.state.prepared`, so a body is translated once, not again by the handler.
+Validator = Callable[[dict[str, Any]], Any]
 
 
 async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
@@ -169,12 +171,12 @@ def _shed_if_full(svc: Service) -> None:
 PARSE_INLINE_BYTES = 64 * 1024
 
 
-def parse_request(raw: bytes, max_messages: int,
-                  validate: Validator = validate_chat_body) -> dict[str, Any]:
-    """Parse and validate a body (CPU-bound: for a large body, run it in a thread)."""
+def parse_request(raw: bytes, max_messages: int, validate: Validator = validate_chat_body
+                  ) -> tuple[dict[str, Any], Any]:
+    """Parse and validate a body (CPU-bound: for a large body, run it in a thread); the body
+    and what the validator prepared from it."""
     body = parse_json_body(raw, max_messages)
-    validate(body)
-    return body
+    return body, validate(body)
 
 
 def _validate_route(body: dict[str, Any]) -> None:
@@ -235,10 +237,10 @@ def build_app(settings: GatewaySettings, embedder: Embedder | None = None) -> Fa
             raw = await read_body(request, server.max_body_bytes,
                                   min(server.body_timeout_s, server.request_timeout_s))
             if len(raw) > PARSE_INLINE_BYTES:
-                body = await asyncio.get_running_loop().run_in_executor(
-                    parser, parse_request, raw, server.max_messages, validate)
+                body, request.state.prepared = await asyncio.get_running_loop(
+                    ).run_in_executor(parser, parse_request, raw, server.max_messages, validate)
             else:
-                body = parse_request(raw, server.max_messages, validate)
+                body, request.state.prepared = parse_request(raw, server.max_messages, validate)
             session = svc.state.sessions.bind(request.headers, body)
             svc.admit()
             admitted = True

@@ -107,13 +107,14 @@ COMPLETIONS = Codec(render=lambda data: _render(data, delta=False),
                     render_chunk=lambda data: _render(data, delta=True))
 
 
-def parse_completion_request(body: dict[str, Any]) -> None:
-    """Validate a legacy body (the conversion raises any 400) before admission."""
-    to_chat(body)
+def parse_completion_request(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Validate a legacy body before admission by converting it (the conversion raises any
+    400); the handler gets the conversion as `request.state.prepared`."""
+    return to_chat(body)
 
 
 async def handle_completions(request: Request, body: dict[str, Any], svc: Service) -> Response:
-    bodies = to_chat(body)
+    bodies: list[dict[str, Any]] = request.state.prepared  # the validator's conversion
     if len(bodies) == 1:
         return await handle_chat(request, bodies[0], svc, COMPLETIONS)
     answers = [await handle_chat(request, b, svc, COMPLETIONS) for b in bodies]

@@ -143,9 +143,10 @@ def to_chat(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     return chat, dict(names)
 
 
-def parse_messages_request(body: dict[str, Any]) -> None:
-    """Validate a Messages body (the conversion raises any 400) before admission."""
-    to_chat(body)
+def parse_messages_request(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Validate a Messages body before admission by converting it (the conversion raises any
+    400); the handler gets the conversion as `request.state.prepared`."""
+    return to_chat(body)
 
 
 def render(data: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
@@ -230,7 +231,7 @@ class MessagesStream(BlockStream):
 
 
 async def handle_messages(request: Request, body: dict[str, Any], svc: Service) -> Response:
-    chat, names = to_chat(body)
+    chat, names = request.state.prepared  # `parse_messages_request`'s conversion
     codec = Codec(render=lambda data: render(data, names),
                   streamer=lambda: MessagesStream(names))
     return await handle_chat(request, chat, svc, codec)

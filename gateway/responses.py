@@ -174,15 +174,17 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
     return chat
 
 
-def parse_responses_request(body: dict[str, Any], max_items: int | None = None) -> None:
-    """Validate a Responses body (the conversion raises any 400) before admission; an
+def parse_responses_request(body: dict[str, Any], max_items: int | None = None
+                            ) -> dict[str, Any]:
+    """Validate a Responses body by converting it (the conversion raises any 400) before
+    admission, and return the conversion (the handler's `request.state.prepared`); an
     `input` of more than `max_items` items (`server.max_messages`) is refused before it is
     walked, as chat's `messages` are."""
     items = body.get("input")
     if max_items is not None and isinstance(items, list) and len(items) > max_items:
         raise bad_request(f"too many input items: at most {max_items} are accepted", "input",
                           "too_many_messages")
-    to_chat(body)
+    return to_chat(body)
 
 
 def _usage(usage: Any) -> dict[str, Any] | None:
@@ -344,7 +346,7 @@ class ResponsesStream(BlockStream):
 
 
 async def handle_responses(request: Request, body: dict[str, Any], svc: Service) -> Response:
-    chat = to_chat(body)
+    chat = request.state.prepared  # `parse_responses_request`'s conversion
     codec = Codec(render=lambda data: render(data, body),
                   streamer=lambda: ResponsesStream(body))
     return await handle_chat(request, chat, svc, codec)
