@@ -96,7 +96,7 @@ def decode_embedding(raw: bytes | memoryview) -> np.ndarray[Any, Any]:
     return np.frombuffer(bytes(raw), dtype="<f2").astype(np.float64)
 
 
-def _top(candidates: Any, keep: int) -> Any:
+def top_candidates(candidates: Any, keep: int) -> Any:
     """The best `keep` candidates, without building the rest (a lazily ranked list)."""
     top = getattr(candidates, "top", None)
     return top(keep) if top is not None else list(candidates[:keep])
@@ -108,7 +108,8 @@ def _candidates(decision: Any, keep: int) -> str | None:
     out = [{"model": c.model, "budget": c.budget, "quality": round(c.predicted_quality, 5),
             "tokens": round(c.predicted_output_tokens, 2),
             "cost_usd": float(f"{c.predicted_cost_usd:.6g}"),
-            "utility": float(f"{c.utility:.6g}")} for c in _top(decision.candidates, keep)]
+            "utility": float(f"{c.utility:.6g}")}
+           for c in top_candidates(decision.candidates, keep)]
     return json.dumps(out, separators=(",", ":"))
 
 
