@@ -320,12 +320,13 @@ def _observe_usage(svc: Service, outcome: Outcome, data: dict[str, Any]) -> None
             outcome.cost_usd = cost
             _pace(svc, outcome, cost)
     for choice in data.get("choices") or []:
-        outcome.truncated |= choice.get("finish_reason") == "length"
-        if choice.get("finish_reason") == "length" and outcome.decision is not None:
-            svc.metrics.cut_at_budget.labels(outcome.deployment,
-                                             str(outcome.decision.budget)).inc()
+        if choice.get("finish_reason") == "length":
+            outcome.truncated = True
+            if outcome.decision is not None:
+                svc.metrics.cut_at_budget.labels(outcome.deployment,
+                                                 str(outcome.decision.budget)).inc()
     if outcome.trace is not None:
-        outcome.trace.observe(data, cost)
+        outcome.trace.observe(data)
 
 
 def _pace(svc: Service, outcome: Outcome, cost: float | None) -> None:

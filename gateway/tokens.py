@@ -132,13 +132,15 @@ class InputTokenCounter:
 
     def count(self, messages: Messages) -> npt.NDArray[np.float64]:
         """Input tokens per model (in `models` order)."""
-        counts = {key: self._count_group(model, messages) for key, model in self._groups.items()}
+        if self.kind == "words1.3":  # one group, no tokenizer
+            return np.full(len(self.models), float(self._fallback(messages))) / self._divide
+        sampled = _sampled(messages)  # once: the same samples for every tokenizer
+        counts = {key: self._count_group(model, messages, *sampled)
+                  for key, model in self._groups.items()}
         return np.array([counts[key] for key in self._group_of], dtype=np.float64) / self._divide
 
-    def _count_group(self, litellm_model: str, messages: Messages) -> int:
-        if self.kind == "words1.3":
-            return self._fallback(messages)
-        sampled, replaced = _sampled(messages)
+    def _count_group(self, litellm_model: str, messages: Messages,
+                     sampled: list[Mapping[str, Any]], replaced: list[tuple[str, str]]) -> int:
         try:
             import litellm
 

@@ -22,6 +22,7 @@ from typing import Any
 from router_core import Candidate, Decision
 from router_core.scoring import Scorer
 
+from .record import top_candidates
 from .settings import ExploreSettings
 
 
@@ -55,7 +56,7 @@ class Explorer:
             return _logged(decision, embedding, chosen)
         explore = self._rng.random() < self.rate
         if not explore:  # the common case: only whether another arm exists is needed
-            alone = len(_top(decision.candidates, 2)) < 2
+            alone = len(top_candidates(decision.candidates, 2)) < 2
             return _logged(decision, embedding, chosen,
                            propensity=1.0 if alone else 1.0 - self.rate)
         cands = list(decision.candidates)
@@ -72,14 +73,13 @@ class Explorer:
                               greedy=chosen)
 
 
-def _top(candidates: Any, k: int) -> Any:
-    top = getattr(candidates, "top", None)
-    return top(k) if top is not None else candidates[:k]
+#: `Decision`'s fields, copied into a `LoggedDecision` on every routed request: listed once.
+_DECISION_FIELDS = tuple(f.name for f in dataclasses.fields(Decision))
 
 
 def _logged(decision: Decision, embedding: Any, greedy: Candidate,
             propensity: float = 1.0) -> LoggedDecision:
-    fields = {f.name: getattr(decision, f.name) for f in dataclasses.fields(Decision)}
+    fields = {name: getattr(decision, name) for name in _DECISION_FIELDS}
     return LoggedDecision(**fields, embedding=embedding, propensity=propensity, greedy=greedy)
 
 

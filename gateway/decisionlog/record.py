@@ -26,12 +26,12 @@ class Trace:
     keep_text: bool = False
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    cost_usd: float | None = None
     finish_reason: str | None = None
-    length_cut: bool = False
     parts: list[str] = field(default_factory=list)
 
-    def observe(self, data: dict[str, Any], cost: float | None) -> None:
+    def observe(self, data: dict[str, Any]) -> None:
+        """Usage and finish reasons; the realised cost and whether the answer was cut are the
+        request's `Outcome`'s (`cost_usd`, `truncated`), observed from the same data."""
         usage = data.get("usage")
         if isinstance(usage, dict):
             prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -39,14 +39,11 @@ class Trace:
                 self.prompt_tokens = prompt
             if isinstance(completion, int):
                 self.completion_tokens = completion
-            if cost is not None:
-                self.cost_usd = cost
         for choice in data.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
             reason = choice.get("finish_reason")
             if reason is not None:
-                self.length_cut = self.length_cut or reason == "length"
                 if self.finish_reason is None or choice.get("index", 0) == 0:
                     self.finish_reason = str(reason)
             if self.keep_text and choice.get("index", 0) == 0:
@@ -96,7 +93,7 @@ def decode_embedding(raw: bytes | memoryview) -> np.ndarray[Any, Any]:
     return np.frombuffer(bytes(raw), dtype="<f2").astype(np.float64)
 
 
-def _top(candidates: Any, keep: int) -> Any:
+def top_candidates(candidates: Any, keep: int) -> Any:
     """The best `keep` candidates, without building the rest (a lazily ranked list)."""
     top = getattr(candidates, "top", None)
     return top(keep) if top is not None else list(candidates[:keep])
@@ -108,7 +105,8 @@ def _candidates(decision: Any, keep: int) -> str | None:
     out = [{"model": c.model, "budget": c.budget, "quality": round(c.predicted_quality, 5),
             "tokens": round(c.predicted_output_tokens, 2),
             "cost_usd": float(f"{c.predicted_cost_usd:.6g}"),
-            "utility": float(f"{c.utility:.6g}")} for c in _top(decision.candidates, keep)]
+            "utility": float(f"{c.utility:.6g}")}
+           for c in top_candidates(decision.candidates, keep)]
     return json.dumps(out, separators=(",", ":"))
 
 
@@ -124,7 +122,7 @@ def to_row(item: Finished, settings: LogSettings) -> tuple[Any, ...]:
     client_closed = item.status == 499 or error == "client_closed"
     upstream_error = not client_closed and (item.status >= 500 or bool(
         error and (error.startswith("upstream") or error in ("stream_too_long",))))
-    truncated = trace.length_cut and policy is not None and policy.cap is not None
+    truncated = out.truncated and policy is not None and policy.cap is not None
     return (
         item.request_id, item.ts, item.key_id, item.endpoint, out.deployment,
         None if chosen is None else str(chosen.budget),
@@ -139,7 +137,7 @@ def to_row(item: Finished, settings: LogSettings) -> tuple[Any, ...]:
         None if greedy is None else greedy.model,
         None if greedy is None else str(greedy.budget),
         emb, kind, item.status, error, trace.finish_reason, trace.prompt_tokens,
-        trace.completion_tokens, trace.cost_usd, item.latency_ms, out.fallback,
+        trace.completion_tokens, out.cost_usd, item.latency_ms, out.fallback,
         int(truncated), int(upstream_error), int(client_closed),
         trace.prompt if settings.content else None,
         "".join(trace.parts) if settings.content and trace.parts else None,

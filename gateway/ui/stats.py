@@ -31,6 +31,7 @@ BUCKET_S = 60.0
 LAT_MIN_S = 0.001
 LAT_RATIO = 1.25
 LAT_BINS = 64
+_LOG_RATIO = math.log(LAT_RATIO)
 #: Endpoints that serve traffic; the dashboard's own polls, routing previews (`/v1/route`),
 #: model lists and probes are not traffic.
 TRAFFIC_PREFIX = "/v1/"
@@ -43,7 +44,7 @@ DIRECT = "direct"
 def _lat_bin(seconds: float) -> int:
     if not seconds > LAT_MIN_S:
         return 0
-    return min(LAT_BINS - 1, 1 + int(math.log(seconds / LAT_MIN_S) / math.log(LAT_RATIO)))
+    return min(LAT_BINS - 1, 1 + int(math.log(seconds / LAT_MIN_S) / _LOG_RATIO))
 
 
 def _quantile(hist: list[int], q: float) -> float | None:
