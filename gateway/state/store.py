@@ -295,8 +295,11 @@ class RedisStore:
     async def _update(self, key: str, change: Callable[[str | None], str]) -> str:
         from redis.exceptions import WatchError
 
+        # Retried until it commits: each conflict means another replica's write went in, so
+        # this terminates; `_call`'s time budget bounds it (a conflict is not Redis failing,
+        # and giving up after a fixed count marked a busy Redis down and lost the update).
         async with self._client.pipeline(transaction=True) as pipe:
-            for _ in range(32):
+            while True:
                 try:
                     await pipe.watch(key)
                     value = change(await pipe.get(key))
@@ -306,7 +309,6 @@ class RedisStore:
                     return value
                 except WatchError:  # another replica wrote in between: read again
                     continue
-        raise RuntimeError("state update kept conflicting")
 
 
 def _safe_url(url: str) -> str:
