@@ -223,3 +223,31 @@ def test_bad_scale_settings_name_their_field(tmp_path: Path, patch: dict[str, ob
                 **patch}
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         parse_settings(settings)
+
+
+async def test_keys_set_during_an_outage_reach_redis_when_it_is_back(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "r").start()
+    store = await redis_store(server, "replay:", reconnect_s=0.1)
+    try:
+        server.stop()
+        await store.set("mine", "weak", 60)  # marks Redis down: kept in the process
+        await store.set("theirs", "mine-too", 60)
+        await store.set("gone", "x", 60)
+        await store.delete("gone")
+        assert store.status() == "degraded"
+        server.start()  # empty, as after a crash
+        other = server.client()
+        other.set("replay:theirs", "other-replica")  # another replica wrote it first
+        for _ in range(50):
+            if store.status() == "redis":
+                break
+            await asyncio.sleep(0.05)
+        assert store.status() == "redis"
+        assert other.get("replay:mine") == "weak"
+        assert 0 < other.pttl("replay:mine") <= 60_000
+        assert other.get("replay:theirs") == "other-replica"  # not overwritten
+        assert other.get("replay:gone") is None
+        assert await store.get("mine") == "weak"
+    finally:
+        await store.close()
+        server.stop()

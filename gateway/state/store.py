@@ -9,7 +9,9 @@ spend pacing, sticky sessions and rate limits are written once over it.
   bounded by `timeout_s`; the first failure marks Redis down, and from then on operations go to
   the memory store at once (no request waits for a dead Redis) while a background task pings
   Redis every `reconnect_interval_s` and switches back when it answers. Writes (set, delete)
-  go to both, so a session survives Redis going away on the replica that saw it.
+  go to both, so a session survives Redis going away on the replica that saw it; the keys set
+  while Redis was away are written to it when it is back (unless another replica wrote them
+  first), so a session started during an outage is shared after it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any, Literal, Protocol
 log = logging.getLogger("r2.gateway")
 
 Status = Literal["in-process", "redis", "degraded"]
+#: At most this many keys set during an outage are written to Redis when it is back.
+MAX_REPLAY = 10_000
 
 # Counter with a fixed window: created with the window's expiry by its first increment.
 _INCR_WINDOW = """
@@ -81,6 +85,11 @@ class MemoryStore:
             del self._data[key]
             return None
         return item
+
+    def entry(self, key: str) -> tuple[str, float] | None:
+        """The value and its seconds left, or None."""
+        item = self._live(key)
+        return None if item is None else (item[0], item[1] - self.clock())
 
     def _put(self, key: str, value: str, until: float) -> None:
         self._data.pop(key, None)  # re-inserted: the newest write
@@ -170,6 +179,8 @@ class RedisStore:
         self._script: Any = None
         self._up = False
         self._reconnect: asyncio.Task[None] | None = None
+        #: Keys set while Redis was down (the newest `MAX_REPLAY` of them), replayed to it.
+        self._unsynced: dict[str, None] = {}
 
     # -- connection ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -220,10 +231,37 @@ class RedisStore:
             self._reconnect = asyncio.ensure_future(self._reconnect_loop())
 
     async def _reconnect_loop(self) -> None:
+        # The pooled connections of before the failure are dead or mid-reply: drop them, so the
+        # first commands after recovery open fresh ones instead of each discovering a stale one
+        # inside its short time budget (and marking Redis down again).
+        try:
+            await self._client.connection_pool.disconnect()
+        except Exception:  # noqa: BLE001 - closing broken sockets is best effort
+            pass
         while not self._up:
             await asyncio.sleep(self.reconnect_interval_s)
             if await self._ping():
+                await self._replay()
                 self._mark(True)
+
+    async def _replay(self) -> None:
+        """Write the keys set while Redis was down that are still alive here and that no other
+        replica has written meanwhile (SET NX, with their remaining life)."""
+        keys, self._unsynced = list(self._unsynced), {}
+        if not keys:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            entry = self.memory.entry(key)
+            if entry is not None:
+                left = entry[1]
+                pipe.set(self.prefix + key, entry[0], nx=True,
+                         px=max(int(left * 1000), 1) if left != float("inf") else None)
+        try:
+            await asyncio.wait_for(pipe.execute(), self.timeout_s * 4)
+        except Exception as exc:  # noqa: BLE001 - these keys stay local, as during the outage
+            log.warning("state: replaying %d keys to Redis failed (%s)", len(keys),
+                        type(exc).__name__)
 
     async def _call(self, make: Callable[[], Any], round_trips: int = 1) -> Any:
         """One bounded call (`round_trips` x `timeout_s`), or `RedisUnavailable` (Redis
@@ -267,7 +305,10 @@ class RedisStore:
             await self._call(lambda: self._client.set(self.prefix + key, value,
                                                       px=max(int(ttl_s * 1000), 1)))
         except RedisUnavailable:
-            pass
+            self._unsynced.pop(key, None)
+            self._unsynced[key] = None
+            while len(self._unsynced) > MAX_REPLAY:
+                del self._unsynced[next(iter(self._unsynced))]
 
     async def delete(self, *keys: str) -> None:
         await self.memory.delete(*keys)
