@@ -1,24 +1,39 @@
 """Does one 400k-character request slow down the small requests next to it?
 
-Starts the stand-in upstream and `r2 serve` as processes (see `loadenv`), then alternates two
-phases in the same run: small `r2-auto` requests from `--concurrency` closed-loop clients
-alone, and the same with one 400k-character request always in flight beside them. The report
-is the small requests' p50 and p99 in each phase and the ratio with/without (1.0: no effect).
-Token counting of the large request runs off the event loop (`Service.route`). With
-`--large-path route` the large request goes to `POST /v1/route` (parse, routing text, count,
-embed, score: the routing work alone); with `chat` it is also forwarded through LiteLLM, whose
-serialisation of a 400k-character body runs on the loop.
+Starts the stand-in upstream and `r2 serve` as processes (see `loadenv`), then runs three phases
+per round, in the same run, in an order that alternates from round to round:
 
-    python benchmarks/bench_large_request.py --rounds 3 --requests 200 --json out.json
+- `alone`: small `r2-auto` requests from `--concurrency` closed-loop clients;
+- `with_large`: the same, with one extra client that always has a 400k-character request in
+  flight (closed loop);
+- `with_small_extra` (the control): the same, with one extra client that sends a small request
+  at the large client's cadence (one per median large-request time, measured in the same run),
+  so both "with" phases have the same number of clients and the same request rate.
+
+The report is the small requests' p50 and p99 per phase, `p99_ratio` (with_large / alone, the
+old figure, which also counts the fifth client) and `p99_ratio_vs_control` (with_large /
+with_small_extra: what the request's size alone costs; 1.0: nothing). With `--large-path route`
+the large request goes to `POST /v1/route` (parse, routing text, count, embed, score: the
+routing work alone); with `chat` it is also forwarded through LiteLLM to the stand-in.
+
+    python benchmarks/bench_large_request.py --rounds 4 --requests 150 --large-path chat \
+        --base /tmp/base10 --json out.json
+
+`--base DIR` also serves a checkout of another commit (its `gateway` and `router_core` first on
+the path) beside this one, and alternates the two gateways round by round under the same
+stand-in and load, so before and after are measured in the same run.
 
 The gateway runs with its embedding cache off (`loadenv.write_config`), so every large request
 embeds its routing text; `--distinct` sends a different document each time, for runs with the
 cache on.
 
-`--loop` measures the event loop itself instead, in one process (hash embedder, in-process
-ASGI client): the longest and p99 gap of a 1 ms ticker while 400k-character requests are routed,
-with large requests counted off the loop (as served) and, in the same run, on it (the
-behaviour before); the gap is how long every other request on the loop had to wait.
+`--loop` measures the event loop itself instead, in one process (hash embedder, in-process ASGI
+client, the stand-in as its own process): for small and 400k-character requests on
+`--large-path`, the loop thread's CPU time per request (`time.thread_time`: what ran on the loop)
+and the longest and p99 gap of a 1 ms ticker; for the large body with its CPU work off the loop
+(as served), then on it (parsing and counting inline: the behaviour before), then off again. It
+also times each size-dependent step on the large body by itself (`stages`), naming the thread
+that runs it when served.
 """
 
 from __future__ import annotations
@@ -26,10 +41,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +59,7 @@ from loadenv import free_port, placement, serve_standin, start, stop_all, write_
 
 HOST = "127.0.0.1"
 SMALL = {"model": "r2-auto", "messages": [{"role": "user", "content": "What is 2+2?"}]}
+PHASES = ("alone", "with_large", "with_small_extra")
 
 
 def large_body(chars: int, serial: int | None = None) -> dict[str, Any]:
@@ -82,35 +101,96 @@ async def large_loop(client: httpx.AsyncClient, url: str, args: argparse.Namespa
         done.append(time.perf_counter() - start)
 
 
-async def measure(port: int, args: argparse.Namespace) -> dict[str, Any]:
-    url = f"http://{HOST}:{port}/v1/chat/completions"
-    large_url = url if args.large_path == "chat" else f"http://{HOST}:{port}/v1/route"
-    phases: dict[str, list[float]] = {"alone": [], "with_large": []}
-    large_times: list[float] = []
+async def control_loop(client: httpx.AsyncClient, url: str, period: float,
+                       stop: asyncio.Event) -> None:
+    """The control's extra client: a small request every `period` seconds (the large one's
+    cadence), or back to back when one takes longer."""
+    while not stop.is_set():
+        start = time.perf_counter()
+        r = await client.post(url, json=SMALL)
+        r.raise_for_status()
+        wait = period - (time.perf_counter() - start)
+        if wait > 0:
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+            except TimeoutError:
+                pass
+
+
+class Gateway:
+    """One gateway under test and what was measured on it."""
+
+    def __init__(self, name: str, port: int) -> None:
+        self.name, self.port = name, port
+        self.phases: dict[str, list[float]] = {p: [] for p in PHASES}
+        self.large: list[float] = []
+        self.rounds: list[dict[str, float]] = []
+
+    def url(self, path: str) -> str:
+        return f"http://{HOST}:{self.port}{path}"
+
+    async def run_phase(self, client: httpx.AsyncClient, phase: str,
+                        args: argparse.Namespace) -> list[float]:
+        url = self.url("/v1/chat/completions")
+        large_url = url if args.large_path == "chat" else self.url("/v1/route")
+        stop = asyncio.Event()
+        extra: asyncio.Future[None] | None = None
+        if phase == "with_large":
+            extra = asyncio.ensure_future(large_loop(client, large_url, args, stop, self.large))
+        elif phase == "with_small_extra":
+            period = statistics.median(self.large) if self.large else 0.0
+            extra = asyncio.ensure_future(control_loop(client, url, period, stop))
+        if extra is not None:
+            await asyncio.sleep(0.05)  # the extra client's first request is in flight
+        try:
+            return await small_phase(client, url, args.requests, args.concurrency)
+        finally:
+            stop.set()
+            if extra is not None:
+                await extra
+
+    async def run_round(self, client: httpx.AsyncClient, index: int,
+                        args: argparse.Namespace) -> None:
+        # The control needs the large request's cadence: it never runs before a large phase.
+        order = PHASES if index % 2 == 0 or not self.large else tuple(reversed(PHASES))
+        p99: dict[str, float] = {}
+        for phase in order:
+            latencies = await self.run_phase(client, phase, args)
+            self.phases[phase] += latencies
+            p99[phase] = percentile(latencies, 99) * 1000
+        self.rounds.append({"p99_ratio": p99["with_large"] / p99["alone"],
+                            "p99_ratio_vs_control": p99["with_large"] / p99["with_small_extra"]})
+
+    def report(self, args: argparse.Namespace) -> dict[str, Any]:
+        out: dict[str, Any] = {p: {"n": len(v), "p50_ms": percentile(v, 50) * 1000,
+                                   "p99_ms": percentile(v, 99) * 1000}
+                               for p, v in self.phases.items()}
+        out["large_requests"] = {"n": len(self.large), "chars": args.chars,
+                                 "path": args.large_path, "distinct": args.distinct,
+                                 "p50_ms": percentile(self.large, 50) * 1000}
+        for q in ("p99", "p50"):
+            out[f"{q}_ratio"] = out["with_large"][f"{q}_ms"] / out["alone"][f"{q}_ms"]
+            out[f"{q}_ratio_vs_control"] = (out["with_large"][f"{q}_ms"]
+                                            / out["with_small_extra"][f"{q}_ms"])
+        out["per_round"] = self.rounds
+        return out
+
+
+async def measure(gateways: list[Gateway], args: argparse.Namespace) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=args.concurrency + 2)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        await small_phase(client, url, 20, args.concurrency)  # warm-up
-        for _ in range(args.rounds):
-            phases["alone"] += await small_phase(client, url, args.requests, args.concurrency)
-            stop = asyncio.Event()
-            big = asyncio.ensure_future(large_loop(client, large_url, args, stop, large_times))
-            await asyncio.sleep(0.05)  # the first large request is in flight
-            phases["with_large"] += await small_phase(client, url, args.requests,
-                                                      args.concurrency)
-            stop.set()
-            await big
-    out: dict[str, Any] = {name: {"n": len(v), "p50_ms": percentile(v, 50) * 1000,
-                                  "p99_ms": percentile(v, 99) * 1000}
-                           for name, v in phases.items()}
-    out["large_requests"] = {"n": len(large_times), "chars": args.chars,
-                             "path": args.large_path, "distinct": args.distinct,
-                             "p50_ms": percentile(large_times, 50) * 1000}
-    out["p99_ratio"] = out["with_large"]["p99_ms"] / out["alone"]["p99_ms"]
-    out["p50_ratio"] = out["with_large"]["p50_ms"] / out["alone"]["p50_ms"]
-    return out
+        for gw in gateways:
+            await small_phase(client, gw.url("/v1/chat/completions"), 20, args.concurrency)
+        for index in range(args.rounds):  # gateways alternate too: A B, then B A
+            for gw in (gateways if index % 2 == 0 else list(reversed(gateways))):
+                await gw.run_round(client, index, args)
+    return {gw.name: gw.report(args) for gw in gateways}
 
 
-async def loop_gaps(app: Any, body: bytes, requests: int) -> dict[str, float]:
+# -- the event loop itself (--loop) ---------------------------------------------------------
+
+async def loop_gaps(client: httpx.AsyncClient, path: str, body: bytes,
+                    requests: int) -> dict[str, float]:
     gaps: list[float] = []
     stop = asyncio.Event()
 
@@ -122,73 +202,152 @@ async def loop_gaps(app: Any, body: bytes, requests: int) -> dict[str, float]:
             gaps.append(now - last)
             last = now
 
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=60) as c:
-        ticker = asyncio.ensure_future(tick())
+    ticker = asyncio.ensure_future(tick())
+    cpu, start = time.thread_time(), time.perf_counter()
+    for _ in range(requests):
+        r = await client.post(path, content=body, headers={"content-type": "application/json"})
+        r.raise_for_status()
+    cpu, elapsed = time.thread_time() - cpu, time.perf_counter() - start
+    stop.set()
+    await ticker
+    return {"loop_cpu_ms": cpu / requests * 1000, "per_request_ms": elapsed / requests * 1000,
+            "max_gap_ms": max(gaps) * 1000, "p99_gap_ms": percentile(gaps, 99) * 1000}
+
+
+def _median_ms(fn: Callable[[], Any], n: int = 15) -> float:
+    fn()
+    times = []
+    for _ in range(n):
         start = time.perf_counter()
-        for _ in range(requests):
-            r = await c.post("/v1/route", content=body,
-                             headers={"content-type": "application/json"})
-            r.raise_for_status()
-        elapsed = time.perf_counter() - start
-        stop.set()
-        await ticker
-    return {"max_gap_ms": max(gaps) * 1000, "p99_gap_ms": percentile(gaps, 99) * 1000,
-            "per_request_ms": elapsed / requests * 1000}
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def stages(svc: Any, body: dict[str, Any], raw: bytes) -> dict[str, dict[str, Any]]:
+    """Each size-dependent step of serving the large body, timed alone (median ms), and the
+    thread it runs on when served."""
+    from gateway.app import PARSE_INLINE_BYTES, parse_request
+    from gateway.protocol import validate_chat_body
+    from gateway.rewrite import apply_policy
+    from router_core import budget_policy
+    from router_core.text import routing_text
+
+    messages = body["messages"]
+    off = len(raw) > PARSE_INLINE_BYTES
+    steps: dict[str, tuple[Callable[[], Any], str]] = {
+        "parse and validate the body": (lambda: parse_request(raw, 1000, validate_chat_body),
+                                        "parse thread" if off else "loop"),
+        "routing text": (lambda: routing_text(messages, svc.embedder.max_chars), "loop"),
+        "count input tokens": (lambda: svc.token_counter.count(messages), "cpu thread"),
+        "rewrite (model, cap, instruction)": (lambda: apply_policy(body, "large",
+                                                                   budget_policy(256)), "loop"),
+    }
+    try:  # the OpenAI SDK's encoding of the upstream body (LiteLLM's `openai` provider)
+        from openai._utils._json import openapi_dumps
+
+        upstream = {k: v for k, v in body.items() if k != "model"}
+        steps["upstream body JSON (OpenAI SDK)"] = (lambda: openapi_dumps(upstream), "loop")
+    except ImportError:
+        pass
+    return {name: {"median_ms": _median_ms(fn), "runs_on": where}
+            for name, (fn, where) in steps.items()}
 
 
 def run_loop(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from loadenv import MODELS, write_checkpoint
-    from standin import start_standin
 
+    import gateway.app as app_module
     import gateway.service as service
     from gateway.app import build_app
     from gateway.config import parse_settings
 
-    state, server = start_standin()
+    up = free_port()
+    standin = start([sys.executable, __file__, "--serve-standin", str(up)],
+                    f"http://{HOST}:{up}/v1/models", None, args.start_timeout)
     try:
         write_checkpoint(work / "ckpt", {"kind": "hash", "dim": 384})
         settings = parse_settings({
             "checkpoint": str(work / "ckpt"), "embedder": {"kind": "hash", "dim": 384},
-            "deployments": [{"name": n, "model": f"openai/up-{n}", "api_base": state.base_url}
-                            for n in MODELS]})
+            "server": {"embed_cache_size": 0},
+            "deployments": [{"name": n, "model": f"openai/up-{n}",
+                             "api_base": f"http://{HOST}:{up}/v1"} for n in MODELS]})
         app = build_app(settings)
-        body = json.dumps(large_body(args.chars)).encode()
+        path = "/v1/chat/completions" if args.large_path == "chat" else "/v1/route"
+        large = large_body(args.chars)
+        raw = json.dumps(large).encode()
+        small = json.dumps(large_body(100)).encode()
+        offload = (service.OFFLOAD_CHARS, app_module.PARSE_INLINE_BYTES)
+        n = max(1, args.requests // 10)
 
-        async def both() -> dict[str, Any]:
-            async with app.router.lifespan_context(app):
-                await loop_gaps(app, body, 1)  # warm-up
-                out = {}
-                for name, limit in (("off_loop", service.OFFLOAD_CHARS), ("on_loop", 1 << 62),
-                                    ("off_loop_again", service.OFFLOAD_CHARS)):
-                    service.OFFLOAD_CHARS = limit
-                    out[name] = await loop_gaps(app, body, args.requests // 20 or 1)
-                return out
+        def set_offload(on: bool) -> None:
+            service.OFFLOAD_CHARS, app_module.PARSE_INLINE_BYTES = (
+                offload if on else (1 << 62, 1 << 62))
 
-        report = asyncio.run(both())
-        report["max_gap_ratio_off_vs_on"] = (report["off_loop"]["max_gap_ms"]
-                                             / report["on_loop"]["max_gap_ms"])
+        async def measure_all() -> dict[str, Any]:
+            out: dict[str, Any] = {"path": path, "chars": args.chars}
+            transport = httpx.ASGITransport(app=app)
+            async with app.router.lifespan_context(app), httpx.AsyncClient(
+                    transport=transport, base_url="http://gw", timeout=60) as c:
+                await loop_gaps(c, path, raw, 2)  # warm-up
+                await loop_gaps(c, path, small, 2)
+                for name, body, on in (("small", small, True), ("large_off_loop", raw, True),
+                                       ("large_on_loop", raw, False),
+                                       ("large_off_loop_again", raw, True),
+                                       ("small_again", small, True)):
+                    set_offload(on)
+                    out[name] = await loop_gaps(c, path, body, n)
+                set_offload(True)
+                out["stages"] = stages(app.state.service, large, raw)
+            return out
+
+        report = asyncio.run(measure_all())
+        small_cpu = (report["small"]["loop_cpu_ms"] + report["small_again"]["loop_cpu_ms"]) / 2
+        for name in ("large_off_loop", "large_on_loop", "large_off_loop_again"):
+            report[name]["loop_cpu_over_small_ms"] = report[name]["loop_cpu_ms"] - small_cpu
+        report["max_gap_ratio_off_vs_on"] = (report["large_off_loop"]["max_gap_ms"]
+                                             / report["large_on_loop"]["max_gap_ms"])
         return report
     finally:
-        server.stop()
+        stop_all([standin])
+
+
+# -- end to end -----------------------------------------------------------------------------
+
+def start_gateway(config: Path, port: int, cpus: set[int] | None, timeout: float,
+                  code: Path | None = None) -> subprocess.Popen[bytes]:
+    """`r2 serve` from this checkout, or with `code`'s packages first on the path."""
+    cmd = [sys.executable, "-m", "gateway.cli"]
+    if code is not None:
+        cmd = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+               "from gateway.cli import main; raise SystemExit(main())", str(code)]
+    return start([*cmd, "serve", "--config", str(config), "--port", str(port),
+                  "--log-level", "warning"], f"http://{HOST}:{port}/readyz", cpus, timeout)
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    harness, gateway = placement(not args.no_pin)
+    harness, gateway_cpus = placement(not args.no_pin)
     embedder: dict[str, Any] = ({"kind": "hash", "dim": 384} if args.embedder == "hash"
                                 else {"kind": "local"})
-    up, gw = free_port(), free_port()
+    up = free_port()
     config = write_config(work, up, embedder, 256)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(start([sys.executable, __file__, "--serve-standin", str(up)],
                            f"http://{HOST}:{up}/v1/models", harness, args.start_timeout))
-        procs.append(start([sys.executable, "-m", "gateway.cli", "serve", "--config",
-                            str(config), "--port", str(gw), "--log-level", "warning"],
-                           f"http://{HOST}:{gw}/readyz", gateway, args.start_timeout))
-        report = asyncio.run(measure(gw, args))
+        gateways = []
+        for name, code in (("head", None), ("base", args.base)):
+            if name == "base" and code is None:
+                continue
+            port = free_port()
+            procs.append(start_gateway(config, port, gateway_cpus, args.start_timeout, code))
+            gateways.append(Gateway(name, port))
+        report = asyncio.run(measure(gateways, args))
         report["embedder"] = embedder
+        report["load_average_at_end"] = os.getloadavg()
+        if args.base is not None:
+            report["base"]["code"] = str(args.base)
         return report
     finally:
         stop_all(procs)
@@ -203,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a different large document each time (the embedding cache misses)")
     parser.add_argument("--loop", action="store_true",
                         help="measure event-loop gaps in one process (see the docstring)")
+    parser.add_argument("--base", type=Path, metavar="DIR",
+                        help="also serve the checkout in DIR, alternating with this one")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=4)
@@ -215,8 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_standin:
         serve_standin(args.serve_standin)
         return 0
+    report: dict[str, Any] = {"load_average_at_start": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
-        report = run_loop(args, Path(tmp)) if args.loop else run(args, Path(tmp))
+        report.update(run_loop(args, Path(tmp)) if args.loop else run(args, Path(tmp)))
     print(json.dumps(report, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
