@@ -254,6 +254,37 @@ def stages(svc: Any, body: dict[str, Any], raw: bytes) -> dict[str, dict[str, An
             for name, (fn, where) in steps.items()}
 
 
+async def thread_gaps(work: Callable[[], Any], runs: int = 10) -> dict[str, float]:
+    """The loop's longest gap while `work` runs in a worker thread, against `work`'s own time:
+    work that holds the interpreter lock throughout (a C call such as `json.dumps` of one long
+    string) stalls the loop for all of it even off the loop."""
+    gaps: list[float] = []
+    took: list[float] = []
+    stop = asyncio.Event()
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.0005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    def timed() -> None:
+        start = time.perf_counter()
+        work()
+        took.append(time.perf_counter() - start)
+
+    ticker = asyncio.ensure_future(tick())
+    loop = asyncio.get_running_loop()
+    for _ in range(runs):
+        await loop.run_in_executor(None, timed)
+        await asyncio.sleep(0.005)
+    stop.set()
+    await ticker
+    return {"work_median_ms": statistics.median(took) * 1000, "max_gap_ms": max(gaps) * 1000}
+
+
 def run_loop(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from loadenv import MODELS, write_checkpoint
@@ -300,6 +331,10 @@ def run_loop(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     out[name] = await loop_gaps(c, path, body, n)
                 set_offload(True)
                 out["stages"] = stages(app.state.service, large, raw)
+                # x10 the body, so that the encoding is long against the ticker's resolution
+                doc = large_body(10 * args.chars)
+                out["json_encode_x10_in_a_thread"] = await thread_gaps(
+                    lambda: json.dumps(doc, ensure_ascii=False))
             return out
 
         report = asyncio.run(measure_all())
