@@ -20,9 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,11 +31,12 @@ import numpy.typing as npt
 from router_core.checkpoint import EmbedderSpec
 from router_core.embedders import make_embedder
 from router_core.embedders.static import StaticEmbedder
+from router_core.embedders.static_fit import linear_map, pooled, tokenlearn
 from router_core.text import routing_text, user_messages
 from router_core.training.coverage import DEFAULT_MIN_ARM_ROWS, drop_sparse_arms
 from router_core.training.dataset import OutcomeData, load_outcomes
 from router_core.training.evaluate import r2_audc
-from router_core.training.input_tokens import conversation_tokens, fit_input_tokens
+from router_core.training.input_tokens import fit_input_tokens
 from router_core.training.policyfile import build_policies, load_policy_file, with_collected
 from router_core.training.trainer import (
     INPUT_TOKENS,
@@ -62,7 +64,7 @@ class Train:
     data: OutcomeData
     texts: list[str]
     prep: Prepared
-    policies: list
+    policies: list[Any]
     fold_of: npt.NDArray[np.intp]
 
 
@@ -108,21 +110,6 @@ def validate(ds: Train, embeddings_for_fold: Callable[[int], F64]) -> dict[str, 
 
 # ---- static encoders over a token table -------------------------------------------------
 
-def pooled(ids: Sequence[Sequence[int]], table: F32, weights: F32 | None = None) -> F64:
-    """Sum of the rows of `table` per text (weighted per token), L2-normalised."""
-    from scipy.sparse import csr_matrix
-
-    lens = np.fromiter(map(len, ids), dtype=np.intp, count=len(ids))
-    flat = np.concatenate([np.asarray(i, dtype=np.intp) for i in ids]) if len(lens) else []
-    indptr = np.zeros(len(ids) + 1, dtype=np.intp)
-    np.cumsum(lens, out=indptr[1:])
-    vals = np.ones(len(flat), dtype=np.float32) if weights is None else weights[flat]
-    counts = csr_matrix((vals, flat, indptr), shape=(len(ids), table.shape[0]))
-    out = np.asarray(counts @ table, dtype=np.float64)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.where(norms > 1e-12, norms, 1.0)
-
-
 @dataclass
 class Corpus:
     """Distillation texts (token ids), their MiniLM targets and the query ids they came from."""
@@ -136,81 +123,25 @@ class Corpus:
         return Corpus([self.ids[i] for i in keep], self.targets[keep], [self.keys[i] for i in keep])
 
 
-def tokenlearn(corpus: Corpus, init: F32, epochs: int = 30, lr: float = 3e-3,
-               decay: float = 1.0, mode: str = "table", seed: int = 0) -> F32:
-    """Token vectors whose normalised sum over a text's pieces is near MiniLM's embedding of
-    it (cosine loss), starting at `init`, with an L2 pull of `decay` back to it (a row the
-    corpus never uses stays at `init`). `mode="weights"` fits only one scale per token."""
-    import torch
-
-    torch.manual_seed(seed)
-    torch.set_num_threads(1)
-    base = torch.from_numpy(np.ascontiguousarray(init, dtype=np.float32))
-    if mode == "table":
-        param = torch.nn.Parameter(base.clone())
-    else:
-        param = torch.nn.Parameter(torch.zeros(base.shape[0], 1))
-    flat = torch.from_numpy(np.concatenate([np.asarray(i, dtype=np.int64) for i in corpus.ids]))
-    lens = torch.tensor([len(i) for i in corpus.ids], dtype=torch.int64)
-    offsets = torch.zeros(len(corpus.ids), dtype=torch.int64)
-    offsets[1:] = torch.cumsum(lens, 0)[:-1]
-    target = torch.nn.functional.normalize(torch.from_numpy(corpus.targets.astype(np.float32)),
-                                           dim=1)
-    opt = torch.optim.Adam([param], lr=lr)
-    n = len(corpus.ids)
-    batch = 64
-    for _ in range(epochs):
-        perm = torch.randperm(n)
-        for s in range(0, n, batch):
-            rows = perm[s:s + batch]
-            pieces = [flat[offsets[r]:offsets[r] + lens[r]] for r in rows.tolist()]
-            idx = torch.cat(pieces)
-            seg = torch.repeat_interleave(torch.arange(len(rows)),
-                                          torch.tensor([len(p) for p in pieces]))
-            table = param if mode == "table" else base * torch.exp(param)
-            vec = torch.zeros(len(rows), base.shape[1]).index_add_(0, seg, table[idx])
-            cos = torch.nn.functional.cosine_similarity(vec, target[rows], dim=1)
-            loss = (1 - cos).mean()
-            if decay:
-                touched = torch.unique(idx)
-                diff = (param[touched] - base[touched]) if mode == "table" else param[touched]
-                loss = loss + decay * diff.pow(2).sum(dim=1).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    with torch.no_grad():
-        out = param if mode == "table" else base * torch.exp(param)
-        return out.detach().numpy().astype(np.float32)
-
-
-def linear_map(corpus: Corpus, table: F32, ridge: float = 1e-2) -> F32:
-    """`W` with pooled(text) @ W ~ MiniLM(text), least squares with a ridge penalty."""
-    x = pooled(corpus.ids, table)
-    y = corpus.targets / np.linalg.norm(corpus.targets, axis=1, keepdims=True)
-    w = np.linalg.solve(x.T @ x + ridge * len(x) * np.eye(x.shape[1]), x.T @ y)
-    return w.astype(np.float32)
-
-
 # ---- variants ---------------------------------------------------------------------------
 
 Fitter = Callable[[Corpus, F32], F32]  # corpus, base table -> table
 
 
-def learned(epochs: int = 30, lr: float = 3e-3, decay: float = 1.0, mode: str = "table",
-            project: bool = True) -> Fitter:
+def learned(ridge: float) -> Fitter:
     def fit(corpus: Corpus, table: F32) -> F32:
-        init = table @ linear_map(corpus, table) if project else table
-        return tokenlearn(corpus, init, epochs, lr, decay, mode)
+        init = table @ linear_map(corpus.ids, corpus.targets, table)
+        return tokenlearn(corpus.ids, corpus.targets, init, ridge)
     return fit
 
 
 LEARNED: dict[str, Fitter] = {
-    "tl-linear": lambda c, t: t @ linear_map(c, t),
-    "tl-384": learned(),
-    "tl-384-decay0.1": learned(decay=0.1),
-    "tl-384-decay10": learned(decay=10.0),
-    "tl-384-e60": learned(epochs=60),
-    "tl-weights": learned(mode="weights", decay=0.01),
+    "tl-linear": lambda c, t: t @ linear_map(c.ids, c.targets, t),
+    "tl-ridge0.03": learned(0.03),
+    "tl-ridge0.1": learned(0.1),
+    "tl-ridge0.3": learned(0.3),
+    "tl-ridge1": learned(1.0),
+    "tl-ridge10": learned(10.0),
 }
 
 
@@ -252,16 +183,18 @@ def main(argv: list[str] | None = None) -> int:
         for n in datasets:
             s = sets[n]
             if name == "minilm":
-                res = validate(s, lambda k, s=s: s.prep.embeddings)
+                emb = s.prep.embeddings
+                res = validate(s, lambda _k, e=emb: e)  # type: ignore[misc]
             elif name == "static":
                 emb = pooled(ids[n], table)
-                res = validate(s, lambda k, e=emb: e)
+                res = validate(s, lambda _k, e=emb: e)  # type: ignore[misc]
             else:
-                def fold_emb(k: int, s: Train = s, n: str = n) -> F64:
+                def fold_emb(k: int, s: Train = s, n: str = n,
+                             fitter: Fitter = LEARNED[name]) -> F64:
                     held = s.fold_of == k
                     drop = {s.data.query_ids[i] for i in np.flatnonzero(held)}
                     drop |= {s.texts[i] for i in np.flatnonzero(held)}
-                    fitted = LEARNED[name](corpus.without(drop), table)
+                    fitted = fitter(corpus.without(drop), table)
                     return pooled(ids[n], fitted)
                 res = validate(s, fold_emb)
             best = max(res, key=lambda v: res[v])
