@@ -31,7 +31,7 @@ import numpy.typing as npt
 from router_core.checkpoint import EmbedderSpec
 from router_core.embedders import make_embedder
 from router_core.embedders.static import StaticEmbedder
-from router_core.embedders.static_fit import linear_map, pooled, tokenlearn
+from router_core.embedders.static_fit import count_matrix, linear_map, pooled, tokenlearn
 from router_core.text import routing_text, user_messages
 from router_core.training.coverage import DEFAULT_MIN_ARM_ROWS, drop_sparse_arms
 from router_core.training.dataset import OutcomeData, load_outcomes
@@ -135,6 +135,18 @@ def learned(ridge: float) -> Fitter:
     return fit
 
 
+def with_base(fitter: Fitter) -> Fitter:
+    """The fitted table side by side with the model2vec one (one wider table, both halves
+    scaled to the same median pooled norm): richer features for the same heads."""
+    def fit(corpus: Corpus, table: F32) -> F32:
+        fitted = fitter(corpus, table)
+        counts = count_matrix(corpus.ids, table.shape[0])
+        ratio = (np.median(np.linalg.norm(counts @ fitted, axis=1))
+                 / np.median(np.linalg.norm(counts @ table, axis=1)))
+        return np.hstack([table * np.float32(ratio), fitted])
+    return fit
+
+
 LEARNED: dict[str, Fitter] = {
     "tl-linear": lambda c, t: t @ linear_map(c.ids, c.targets, t),
     "tl-ridge0.03": learned(0.03),
@@ -142,6 +154,7 @@ LEARNED: dict[str, Fitter] = {
     "tl-ridge0.3": learned(0.3),
     "tl-ridge1": learned(1.0),
     "tl-ridge10": learned(10.0),
+    "tl-ridge0.1+m2v": with_base(learned(0.1)),
 }
 
 
