@@ -1,5 +1,5 @@
 """Validation AUDC of static (bag-of-token-vectors) embedder variants next to MiniLM, on the
-train split of every shared dataset (the table of docs/embedders.md, "Choosing the default").
+train split of every shared dataset (the table of docs/embedders.md, "Can a static embedder be the default?").
 
 Each row is an embedder; each column a dataset; a cell is what `r2 train --variant auto`
 reports as the chosen variant's validation AUDC: 5 folds by query (seed 0, `r2 train`'s), every
@@ -12,7 +12,7 @@ fold of each dataset, on the train-split prompts of all three datasets WITHOUT t
 queries (held out by query id and by text, in every dataset), so a validation prompt never
 shaped the table it is embedded with. The MiniLM targets come from the shared embedding cache.
 
-    nice -n 5 python benchmarks/static_variants.py [--only minilm,static,tl-384] [--data NAME]
+    nice -n 5 python benchmarks/static_variants.py [--only minilm,static,tl-ridge0.1] [--data NAME]
 """
 
 from __future__ import annotations
