@@ -1,5 +1,6 @@
 """Validation AUDC of static (bag-of-token-vectors) embedder variants next to MiniLM, on the
-train split of every shared dataset (the table of docs/embedders.md, "Can a static embedder be the default?").
+train split of every shared dataset (docs/embedders.md, "Can a static embedder be the
+default?").
 
 Each row is an embedder; each column a dataset; a cell is what `r2 train --variant auto`
 reports as the chosen variant's validation AUDC: 5 folds by query (seed 0, `r2 train`'s), every
