@@ -4,8 +4,13 @@ ridge pulls toward the start table, deterministic."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
+from helpers import require_shared
 
 from router_core.embedders.static_fit import count_matrix, linear_map, pooled, tokenlearn
 
@@ -75,3 +80,41 @@ def test_ridge_must_be_positive(ridge: float) -> None:
     ids, table, targets = _problem()
     with pytest.raises(ValueError, match="ridge"):
         tokenlearn(ids, targets, table, ridge)
+
+
+def _distill_script() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "scripts" / "distill_tokenlearn.py"
+    spec = importlib.util.spec_from_file_location("distill_tokenlearn", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_distillation_corpus_is_train_prompts_only() -> None:
+    """Every corpus text is the routing text of a train prompt whose prompt and query id are
+    in no dataset's test split. (A test prompt can still share its routing text, the first
+    2000 characters, with a train prompt: a long reading passage both questions quote.)"""
+    from router_core.text import routing_text, user_messages
+    from router_core.training.dataset import load_outcomes
+
+    data = require_shared("data")
+    script = _distill_script()
+    texts, sources = script.corpus_texts(data)
+    assert len(texts) == len(set(texts)) > 1000
+    assert set(sources) == {f"{n}.jsonl.gz" for n in script.DATASETS}
+    sets = [load_outcomes([data / name]) for name in sources]
+    test = {k for d in sets for q, p, s in zip(d.query_ids, d.prompts, d.splits, strict=True)
+            if s != "train" for k in (q, p)}
+    allowed = {routing_text(user_messages(p), 2000) for d in sets
+               for q, p, s in zip(d.query_ids, d.prompts, d.splits, strict=True)
+               if s == "train" and q not in test and p not in test}
+    assert set(texts) == allowed
+    assert test.isdisjoint(texts)
+
+
+def test_the_script_refuses_to_overwrite_the_shipped_table() -> None:
+    from router_core.embedders.static import data_dir
+
+    with pytest.raises(SystemExit):
+        _distill_script().main(["--out", str(data_dir())])
