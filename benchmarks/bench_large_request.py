@@ -1,6 +1,6 @@
 """Does one 400k-character request slow down the small requests next to it?
 
-Starts the stand-in upstream and `r2 serve` as processes (see `loadenv`), then runs three phases
+Starts the stand-in upstream and `r2 serve` as processes (see `loadenv`), then runs four phases
 per round, in the same run, in an order that alternates from round to round:
 
 - `alone`: small `r2-auto` requests from `--concurrency` closed-loop clients;
@@ -8,13 +8,19 @@ per round, in the same run, in an order that alternates from round to round:
   flight (closed loop);
 - `with_small_extra` (the control): the same, with one extra client that sends a small request
   at the large client's cadence (one per median large-request time, measured in the same run),
-  so both "with" phases have the same number of clients and the same request rate.
+  so both "with" phases have the same number of clients and the same request rate;
+- `with_window_extra` (the window control): as the control, but its request goes where the
+  large one goes and carries a `--window-chars` (2,000) character document: a routing text as
+  long as the large request's (the routing window), so its embedding costs the same and only
+  what grows with the body's size (reading, parsing, counting, forwarding 400 KB) differs.
 
 The report is the small requests' p50 and p99 per phase, `p99_ratio` (with_large / alone, the
 old figure, which also counts the fifth client) and `p99_ratio_vs_control` (with_large /
-with_small_extra: what the request's size alone costs; 1.0: nothing). With `--large-path route`
-the large request goes to `POST /v1/route` (parse, routing text, count, embed, score: the
-routing work alone); with `chat` it is also forwarded through LiteLLM to the stand-in.
+with_small_extra: what the large request costs over a small one), and `p99_ratio_vs_window`
+(with_large / with_window_extra: what the body's size alone costs; 1.0: nothing). With
+`--large-path route` the large request goes to `POST /v1/route` (parse, routing text, count,
+embed, score: the routing work alone); with `chat` it is also forwarded through LiteLLM to the
+stand-in.
 
     python benchmarks/bench_large_request.py --rounds 4 --requests 150 --large-path chat \
         --base /tmp/base10 --json out.json
@@ -59,7 +65,7 @@ from loadenv import free_port, placement, serve_standin, start, stop_all, write_
 
 HOST = "127.0.0.1"
 SMALL = {"model": "r2-auto", "messages": [{"role": "user", "content": "What is 2+2?"}]}
-PHASES = ("alone", "with_large", "with_small_extra")
+PHASES = ("alone", "with_large", "with_small_extra", "with_window_extra")
 
 
 def large_body(chars: int, serial: int | None = None) -> dict[str, Any]:
@@ -101,13 +107,13 @@ async def large_loop(client: httpx.AsyncClient, url: str, args: argparse.Namespa
         done.append(time.perf_counter() - start)
 
 
-async def control_loop(client: httpx.AsyncClient, url: str, period: float,
+async def control_loop(client: httpx.AsyncClient, url: str, body: bytes, period: float,
                        stop: asyncio.Event) -> None:
-    """The control's extra client: a small request every `period` seconds (the large one's
-    cadence), or back to back when one takes longer."""
+    """A control's extra client: `body` every `period` seconds (the large one's cadence), or
+    back to back when one takes longer."""
     while not stop.is_set():
         start = time.perf_counter()
-        r = await client.post(url, json=SMALL)
+        r = await client.post(url, content=body, headers={"content-type": "application/json"})
         r.raise_for_status()
         wait = period - (time.perf_counter() - start)
         if wait > 0:
@@ -137,9 +143,14 @@ class Gateway:
         extra: asyncio.Future[None] | None = None
         if phase == "with_large":
             extra = asyncio.ensure_future(large_loop(client, large_url, args, stop, self.large))
-        elif phase == "with_small_extra":
+        elif phase in ("with_small_extra", "with_window_extra"):
             period = statistics.median(self.large) if self.large else 0.0
-            extra = asyncio.ensure_future(control_loop(client, url, period, stop))
+            # The small control goes where the small requests go; the window control where the
+            # large one goes, with a routing text as long as the large one's (the embedder's
+            # window), so that only what grows with the body's size differs.
+            target, body = ((url, json.dumps(SMALL).encode()) if phase == "with_small_extra"
+                            else (large_url, json.dumps(large_body(args.window_chars)).encode()))
+            extra = asyncio.ensure_future(control_loop(client, target, body, period, stop))
         if extra is not None:
             await asyncio.sleep(0.05)  # the extra client's first request is in flight
         try:
@@ -159,7 +170,8 @@ class Gateway:
             self.phases[phase] += latencies
             p99[phase] = percentile(latencies, 99) * 1000
         self.rounds.append({"p99_ratio": p99["with_large"] / p99["alone"],
-                            "p99_ratio_vs_control": p99["with_large"] / p99["with_small_extra"]})
+                            "p99_ratio_vs_control": p99["with_large"] / p99["with_small_extra"],
+                            "p99_ratio_vs_window": p99["with_large"] / p99["with_window_extra"]})
 
     def report(self, args: argparse.Namespace) -> dict[str, Any]:
         out: dict[str, Any] = {p: {"n": len(v), "p50_ms": percentile(v, 50) * 1000,
@@ -172,6 +184,8 @@ class Gateway:
             out[f"{q}_ratio"] = out["with_large"][f"{q}_ms"] / out["alone"][f"{q}_ms"]
             out[f"{q}_ratio_vs_control"] = (out["with_large"][f"{q}_ms"]
                                             / out["with_small_extra"][f"{q}_ms"])
+            out[f"{q}_ratio_vs_window"] = (out["with_large"][f"{q}_ms"]
+                                           / out["with_window_extra"][f"{q}_ms"])
         out["per_round"] = self.rounds
         return out
 
@@ -392,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedder", default="local", choices=["local", "hash"])
     parser.add_argument("--chars", type=int, default=400_000)
+    parser.add_argument("--window-chars", type=int, default=2000,
+                        help="size of the window control's request: the routing text's "
+                             "window (2,000 characters), so its embedding costs the same")
     parser.add_argument("--large-path", default="route", choices=["route", "chat"])
     parser.add_argument("--distinct", action="store_true",
                         help="a different large document each time (the embedding cache misses)")

@@ -18,7 +18,7 @@ takes the lock from the loop and slows every request beside it. A message text l
 `SAMPLE_ABOVE` characters is therefore estimated from `SAMPLE_WINDOWS` windows (one per stratum) of
 `SAMPLE_WINDOW` characters (cut at whitespace), counted by the same tokenizer and scaled by
 length; the rest of the message list is counted exactly. On realistic long texts the estimate
-is within about 1% of the full count for ~x0.2 of its CPU at 400k characters; text made of
+is within about 1% of the full count for ~x0.1 of its CPU at 400k characters; text made of
 long blocks of different kinds can be off by a few percent (`benchmarks/token_sample_accuracy.py`,
 docs/benchmarks-gateway.md).
 """
@@ -70,16 +70,16 @@ def sample_text(text: str, windows: int = SAMPLE_WINDOWS, width: int = SAMPLE_WI
 
 
 def _sampled(messages: Messages) -> tuple[list[Mapping[str, Any]], list[tuple[str, str]]]:
-    """The message list with every text over `SAMPLE_ABOVE` replaced by its sample, and the
-    (full text, sample) pairs replaced."""
+    """The message list with every text over `SAMPLE_ABOVE` emptied (its chat overhead is still
+    counted with the list), and the (full text, sample) pairs it stood for: each sample is
+    counted once on its own and scaled to its full text."""
     out: list[Mapping[str, Any]] = []
     replaced: list[tuple[str, str]] = []
     for msg in messages:
         content = msg.get("content")
         if isinstance(content, str) and len(content) > SAMPLE_ABOVE:
-            sample = sample_text(content)
-            replaced.append((content, sample))
-            msg = {**msg, "content": sample}
+            replaced.append((content, sample_text(content)))
+            msg = {**msg, "content": ""}
         out.append(msg)
     return out, replaced
 
@@ -147,7 +147,7 @@ class InputTokenCounter:
             total = float(litellm.token_counter(model=litellm_model, messages=sampled))
             for full, sample in replaced:  # each sample's tokens, scaled to its full text
                 tokens = litellm.token_counter(model=litellm_model, text=sample)
-                total += tokens * (len(full) / len(sample) - 1)
+                total += tokens * len(full) / len(sample)
             return int(round(total))
         except Exception:  # noqa: BLE001 - any tokenizer failure: the offline cl100k count
             log.debug("token_counter failed for %s; counting with cl100k", litellm_model)
