@@ -25,7 +25,6 @@ trains and `r2 eval` scores checkpoints on it (they record that id and refuse th
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -38,18 +37,8 @@ DATA = ROOT / "router_core" / "embedders" / "data"
 DATASETS = ("mcqa_concise_cot", "mcqa_nine_models", "routerbench_subset")
 PREFIX = "static-minilm"  # the file names `StaticEmbedder(path=...)` reads
 
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def quantise(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per row: `vectors ~= q * scale[:, None]`."""
-    v = vectors.astype(np.float32)
-    scale = np.abs(v).max(axis=1) / 127.0
-    scale[scale == 0] = 1.0
-    q = np.clip(np.rint(v / scale[:, None]), -127, 127).astype(np.int8)
-    return q, scale.astype(np.float32)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distill_static import quantise, sha256  # noqa: E402  (the same int8 layout and hashes)
 
 
 def corpus_texts(data_dir: Path) -> tuple[list[str], dict[str, str]]:
