@@ -22,14 +22,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import warnings
-
     from router_core.upstream_import import import_release
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sklearn version notes on unpickling
-        ckpt = import_release(args.src, args.dest, trust_pickle=args.trust_pickle,
-                              protocol=args.protocol)
+    ckpt = import_release(args.src, args.dest, trust_pickle=args.trust_pickle,
+                          protocol=args.protocol)
     heads = len(ckpt.models) * len(ckpt.policies)
     print(f"imported {len(ckpt.models)} models x {len(ckpt.policies)} policies "
           f"({heads} quality heads, {ckpt.embedder.dim}-d {ckpt.embedder.id}) into {args.dest}; "
