@@ -53,7 +53,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from httpload import percentile  # noqa: E402
-from loadenv import free_port, placement, serve_standin, start, stop_all, write_config  # noqa: E402
+from loadenv import (  # noqa: E402
+    MODELS,
+    free_port,
+    placement,
+    serve_standin,
+    start,
+    stop_all,
+    write_checkpoint,
+    write_config,
+)
 
 HOST = "127.0.0.1"
 SMALL = {"model": "r2-auto", "messages": [{"role": "user", "content": "What is 2+2?"}]}
@@ -203,27 +213,38 @@ async def measure(gateways: list[Gateway], args: argparse.Namespace) -> dict[str
 
 # -- the event loop itself (--loop) ---------------------------------------------------------
 
-async def loop_gaps(client: httpx.AsyncClient, path: str, body: bytes,
-                    requests: int) -> dict[str, float]:
+@asynccontextmanager
+async def ticker(interval: float) -> AsyncIterator[list[float]]:
+    """A task that sleeps `interval` at a time on the running loop; yields the gaps it saw
+    between wake-ups (filled in as it runs, complete on exit)."""
     gaps: list[float] = []
     stop = asyncio.Event()
 
     async def tick() -> None:
         last = time.perf_counter()
         while not stop.is_set():
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(interval)
             now = time.perf_counter()
             gaps.append(now - last)
             last = now
 
-    ticker = asyncio.ensure_future(tick())
-    cpu, start = time.thread_time(), time.perf_counter()
-    for _ in range(requests):
-        r = await client.post(path, content=body, headers={"content-type": "application/json"})
-        r.raise_for_status()
-    cpu, elapsed = time.thread_time() - cpu, time.perf_counter() - start
-    stop.set()
-    await ticker
+    task = asyncio.ensure_future(tick())
+    try:
+        yield gaps
+    finally:
+        stop.set()
+        await task
+
+
+async def loop_gaps(client: httpx.AsyncClient, path: str, body: bytes,
+                    requests: int) -> dict[str, float]:
+    async with ticker(0.001) as gaps:
+        cpu, start = time.thread_time(), time.perf_counter()
+        for _ in range(requests):
+            r = await client.post(path, content=body,
+                                  headers={"content-type": "application/json"})
+            r.raise_for_status()
+        cpu, elapsed = time.thread_time() - cpu, time.perf_counter() - start
     return {"loop_cpu_ms": cpu / requests * 1000, "per_request_ms": elapsed / requests * 1000,
             "max_gap_ms": max(gaps) * 1000, "p99_gap_ms": percentile(gaps, 99) * 1000}
 
@@ -272,37 +293,22 @@ async def thread_gaps(work: Callable[[], Any], runs: int = 10) -> dict[str, floa
     """The loop's longest gap while `work` runs in a worker thread, against `work`'s own time:
     work that holds the interpreter lock throughout (a C call such as `json.dumps` of one long
     string) stalls the loop for all of it even off the loop."""
-    gaps: list[float] = []
     took: list[float] = []
-    stop = asyncio.Event()
-
-    async def tick() -> None:
-        last = time.perf_counter()
-        while not stop.is_set():
-            await asyncio.sleep(0.0005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
 
     def timed() -> None:
         start = time.perf_counter()
         work()
         took.append(time.perf_counter() - start)
 
-    ticker = asyncio.ensure_future(tick())
     loop = asyncio.get_running_loop()
-    for _ in range(runs):
-        await loop.run_in_executor(None, timed)
-        await asyncio.sleep(0.005)
-    stop.set()
-    await ticker
+    async with ticker(0.0005) as gaps:
+        for _ in range(runs):
+            await loop.run_in_executor(None, timed)
+            await asyncio.sleep(0.005)
     return {"work_median_ms": statistics.median(took) * 1000, "max_gap_ms": max(gaps) * 1000}
 
 
 def run_loop(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from loadenv import MODELS, write_checkpoint
-
     import gateway.app as app_module
     import gateway.service as service
     from gateway.app import build_app
