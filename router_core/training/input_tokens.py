@@ -47,13 +47,6 @@ def instruction_columns(policies: Sequence[Policy], count: TokenCounter) -> F64:
                     dtype=np.float64)
 
 
-def fit_input_overhead(policies: Sequence[Policy], data: OutcomeData, tokens: F64,
-                       kind: str = "tokenizer") -> tuple[Policy, ...]:
-    """`policies` (in `data.policies` order) with `input_overhead_tokens` set to the median of
-    recorded minus counted input tokens over the rows of each policy (every scale 1)."""
-    return fit_input_tokens(policies, data, tokens, kind, scale=False).policies
-
-
 @dataclass
 class InputTokenFit:
     """Per policy the overhead (in counted tokens), per model the billed/counted scale."""
