@@ -29,7 +29,6 @@ noisy: never compare numbers across runs) and printed as the range over passes.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -44,7 +43,7 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gateway import PROMPTS  # noqa: E402
+from bench_gateway import PROMPTS, run_async  # noqa: E402
 from httpload import closed_loop, percentile  # noqa: E402
 from loadenv import (  # noqa: E402
     MODELS,
@@ -298,11 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             targets = start_servers(Path(tmp), args, procs)
-            try:
-                import uvloop
-                rows = uvloop.run(run_passes(targets, args))
-            except ImportError:
-                rows = asyncio.run(run_passes(targets, args))
+            rows = run_async(run_passes(targets, args))
             stages = stage_report(targets)
         finally:
             stop_all(list(reversed(procs)))
