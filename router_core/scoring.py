@@ -216,10 +216,10 @@ class Scorer:
         # every arm has a head.
         observed = a.get("arm_observed")
         self._arm_ok = None if observed is None else np.asarray(observed).reshape(m, p) > 0.5
-        self._in_price = np.array([x.input_price_per_million for x in ckpt.models]) / 1e6
+        # Per counted input token: each model bills `input_token_scale` tokens (its tokenizer).
+        self._in_price = np.array([x.input_price_per_million * x.input_token_scale
+                                   for x in ckpt.models]) / 1e6
         self._out_price = np.array([x.output_price_per_million for x in ckpt.models]) / 1e6
-        #: Counted input tokens (and the policy's) -> what each model bills (its tokenizer).
-        self._in_scale = np.array([x.input_token_scale for x in ckpt.models], dtype=np.float64)
         self._fixed_tokens = np.array(
             [pol.budget if pol.cost_tokens == "budget" and pol.kind == "budget" else np.nan
              for pol in ckpt.policies], dtype=np.float64)
@@ -285,7 +285,6 @@ class Scorer:
         tokens = np.minimum(np.maximum(tokens, 0.0), self._token_cap)
         tokens = np.where(np.isnan(self._fixed_tokens), tokens, self._fixed_tokens)
         tok_in = np.maximum(tok_in[:, :, None] + self._policy_input[None, None, :], 0.0)
-        tok_in = tok_in * self._in_scale[None, :, None]
         cost = (tok_in * self._in_price[None, :, None]
                 + max(1, int(outputs)) * tokens * self._out_price[None, :, None])
         return Scores(quality, tokens, cost)
