@@ -21,8 +21,9 @@ The controller, with `tau = time_constant_s`:
   cheapest setting) or -1 (cannot spend that much), 0 otherwise.
 
 The state lives behind `PacingState` (read and an atomic read-modify-write) so that replicas
-can share it: `MemoryPacingState` now, a Redis implementation later. Steps are taken lazily
-when the default is read (no background task), on the injected `clock`.
+can share it: `MemoryPacingState` in process, `gateway.state.pacing.SharedPacingState` through
+the shared store. Steps are taken lazily when the default is read (no background task), on the
+injected `clock`.
 """
 
 from __future__ import annotations

@@ -82,15 +82,23 @@ class DecisionLog:
         return new_trace(body, self.settings.content)
 
     def key_id(self, headers: Sequence[tuple[bytes, bytes]]) -> str | None:
-        """`key-N`: which configured key authenticated the request (never the key)."""
+        """`key-N`: which configured key authenticated the request (never the key), read as
+        `check_auth` reads it: the bearer token, else `x-api-key`."""
         if not self._keys:
             return None
+        auth = api_key = b""
         for name, value in headers:
-            if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                for i, key in enumerate(self._keys):
-                    if scheme.lower() == b"bearer" and hmac.compare_digest(token, key):
-                        return f"key-{i}"
+            if name == b"authorization" and not auth:
+                auth = value
+            elif name == b"x-api-key" and not api_key:
+                api_key = value
+        scheme, _, token = auth.partition(b" ")
+        if not (scheme.lower() == b"bearer" and token):
+            token = api_key
+        if token:
+            for i, key in enumerate(self._keys):
+                if hmac.compare_digest(token, key):
+                    return f"key-{i}"
         return None
 
     def on_finish(self, scope: dict[str, Any], state: dict[str, Any], status: int,

@@ -159,10 +159,11 @@ def _raw_heads(scorer: Scorer, x: F64) -> tuple[F64, F64]:
     return scores_q.reshape(n, -1), scores_t.reshape(n, -1)
 
 
-def _ips_error(x: F64, rows: LogRows, delta: F64, target: F64, base: F64) -> float:
-    ok = ~np.isnan(target)
-    pred = base + np.einsum("nd,nd->n", _design(x), delta[rows.arm])
-    err = (target - pred) ** 2
+def _ips_error(rows: LogRows, delta: F64, base: F64) -> float:
+    """IPS-weighted squared error of the corrected quality heads on the records' scores."""
+    ok = ~np.isnan(rows.score)
+    pred = base + np.einsum("nd,nd->n", _design(rows.x), delta[rows.arm])
+    err = (rows.score - pred) ** 2
     return float(np.sum(rows.weight[ok] * err[ok]) / max(np.sum(rows.weight[ok]), 1e-12))
 
 
@@ -191,16 +192,16 @@ def refit(base: Checkpoint, rows: LogRows, log: Log = print) -> Refit:
         val = np.zeros(len(rows.ids), dtype=bool)
     fit = ~val
     alpha = ALPHAS[len(ALPHAS) // 2]
+    held = rows.subset(val)
     if val.any():
         errs = []
         for a in ALPHAS:
             dq = _residual_heads(rows.x[fit], rows.arm[fit], rows.score[fit], base_q[fit],
                                  rows.weight[fit], a, m * p)
-            errs.append(_ips_error(rows.x[val], rows.subset(val), dq, rows.score[val],
-                                   base_q[val]))
+            errs.append(_ips_error(held, dq, base_q[val]))
         alpha = ALPHAS[int(np.argmin(errs))]
         zero = np.zeros((m * p, rows.x.shape[1] + 1))
-        before = _ips_error(rows.x[val], rows.subset(val), zero, rows.score[val], base_q[val])
+        before = _ips_error(held, zero, base_q[val])
         log(f"ridge strength by IPS-weighted validation error on {int(val.sum())} held-out "
             f"records: alpha {alpha:g} (error {min(errs):.4f}; base heads {before:.4f})")
     dq = _residual_heads(rows.x, rows.arm, rows.score, base_q, rows.weight, alpha, m * p)
@@ -218,7 +219,7 @@ def refit(base: Checkpoint, rows: LogRows, log: Log = print) -> Refit:
         "weighting": f"inverse propensity, clipped at {MAX_WEIGHT:g}",
         "validation_share": VALIDATION_SHARE}}
     new = dataclasses.replace(base, arrays=arrays, provenance=provenance)
-    report = compare(base, new, rows.subset(val)) if val.any() else {}
+    report = compare(base, new, held) if val.any() else {}
     return Refit(new, alpha, len(rows.ids), len(served), report)
 
 

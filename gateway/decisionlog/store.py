@@ -1,6 +1,6 @@
 """Where decision records live: one SQL store over SQLite (default, WAL) or PostgreSQL.
 
-A `Store` is used from one thread at a time: the background writer owns one, and each report
+A `SQLStore` is used from one thread at a time: the background writer owns one, and each report
 opens its own (SQLite in WAL mode and PostgreSQL both let readers run beside the writer).
 psycopg is imported only when a `postgresql://` URL is configured.
 """
@@ -11,7 +11,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from .schema import (
     FEEDBACK_SQL,
@@ -27,16 +27,6 @@ from .schema import (
 
 class StoreError(Exception):
     """The store cannot be opened, migrated or written; the message names the store."""
-
-
-class Store(Protocol):
-    dialect: Dialect
-
-    def write(self, rows: Sequence[tuple[Any, ...]], arms: Sequence[tuple[Any, ...]]) -> None: ...
-    def feedback(self, request_id: str, score: float, comment: str | None) -> bool: ...
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
-    def delete_before(self, ts: float) -> int: ...
-    def close(self) -> None: ...
 
 
 class SQLStore:

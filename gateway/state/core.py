@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge
 
 from router_core import Policy
 
+from ..pacing import PacingSnapshot
 from .cooldowns import SharedCooldowns
 from .pacing import SharedPacingState
 from .ratelimit import RateLimiter
@@ -101,8 +102,6 @@ class SharedState:
             pacer.clock = time.time
             start = pacer.state.read()
             now = time.time()
-            from ..pacing import PacingSnapshot
-
             self.pacing = SharedPacingState(PacingSnapshot(start.tradeoff, 0.0, now, now, now),
                                             self.store)
             pacer.state = self.pacing

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 from collections.abc import Callable
 
-from ..pacing import PacingSnapshot
+from ..pacing import MemoryPacingState, PacingSnapshot
 from .store import Store
 
 KEY = "pacing"
@@ -32,19 +31,15 @@ def decode(text: str) -> PacingSnapshot:
     return PacingSnapshot(**json.loads(text))
 
 
-class SharedPacingState:
-    """A `gateway.pacing.PacingState` kept in step with the store by `sync()`."""
+class SharedPacingState(MemoryPacingState):
+    """The in-process state, also queueing its changes; kept in step with the store by `sync()`."""
 
     def __init__(self, initial: PacingSnapshot, store: Store) -> None:
+        super().__init__(initial)
         self.store = store
-        self._snap = initial
         #: The last shared snapshot (or the initial one): `_snap` without the pending changes.
         self._base = initial
         self._pending: list[Callable[[PacingSnapshot], PacingSnapshot]] = []
-        self._lock = threading.Lock()
-
-    def read(self) -> PacingSnapshot:
-        return self._snap
 
     def modify(self, change: Callable[[PacingSnapshot], PacingSnapshot]) -> PacingSnapshot:
         with self._lock:

@@ -1,9 +1,10 @@
 """Per-API-key request rate limits (`server.rate_limits`), counted in the shared store.
 
-A fixed window per bearer token (hashed; clients without one share one bucket): the window's
-first request creates its counter with the window's expiry, so every replica counts into the
-same number (one round trip). Over the limit: 429 in the OpenAI envelope with `Retry-After`,
-the seconds until the window ends. While Redis is unreachable each process counts alone.
+A fixed window per API key (the bearer token, else `x-api-key`; hashed; clients without one
+share one bucket): the window's first request creates its counter with the window's expiry, so
+every replica counts into the same number (one round trip). Over the limit: 429 in the OpenAI
+envelope with `Retry-After`, the seconds until the window ends. While Redis is unreachable each
+process counts alone.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from .store import Store
 
 
 def bucket(headers: Mapping[str, str]) -> str:
+    """The request's key as `check_auth` reads it: the bearer token, else `x-api-key`."""
     scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if not (scheme.lower() == "bearer" and token):
+        token = headers.get("x-api-key", "")  # as the Anthropic SDK sends it
+    if not token:
         return "rate:anonymous"
     return "rate:" + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 

@@ -49,8 +49,8 @@ class SessionSettings(_Strict):
 
 
 class RateLimitSettings(_Strict):
-    """Requests per API key (per bearer token; one bucket for clients without one) in a fixed
-    window, counted across replicas when Redis is configured."""
+    """Requests per API key (the bearer token, else `x-api-key`; one bucket for clients without
+    one) in a fixed window, counted across replicas when Redis is configured."""
 
     requests: int = Field(gt=0)
     window_s: float = Field(default=60.0, gt=0)

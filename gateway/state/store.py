@@ -256,7 +256,7 @@ class RedisStore:
             if entry is not None:
                 left = entry[1]
                 pipe.set(self.prefix + key, entry[0], nx=True,
-                         px=max(int(left * 1000), 1) if left != float("inf") else None)
+                         px=_ms(left) if left != float("inf") else None)
         try:
             await asyncio.wait_for(pipe.execute(), self.timeout_s * 4)
         except Exception as exc:  # noqa: BLE001 - these keys stay local, as during the outage
@@ -283,7 +283,7 @@ class RedisStore:
     async def incr_window(self, key: str, window_s: float) -> tuple[int, float]:
         try:
             count, ttl_ms = await self._call(lambda: self._script(
-                keys=[self.prefix + key], args=[max(int(window_s * 1000), 1)]))
+                keys=[self.prefix + key], args=[_ms(window_s)]))
             return int(count), int(ttl_ms) / 1000
         except RedisUnavailable:
             return await self.memory.incr_window(key, window_s)
@@ -294,7 +294,7 @@ class RedisStore:
                 value = await self._call(lambda: self._client.get(self.prefix + key))
             else:
                 value = await self._call(lambda: self._client.getex(
-                    self.prefix + key, px=max(int(refresh_s * 1000), 1)))
+                    self.prefix + key, px=_ms(refresh_s)))
             return value if value is None else str(value)
         except RedisUnavailable:
             return await self.memory.get(key, refresh_s)
@@ -303,7 +303,7 @@ class RedisStore:
         await self.memory.set(key, value, ttl_s)
         try:
             await self._call(lambda: self._client.set(self.prefix + key, value,
-                                                      px=max(int(ttl_s * 1000), 1)))
+                                                      px=_ms(ttl_s)))
         except RedisUnavailable:
             self._unsynced.pop(key, None)
             self._unsynced[key] = None
@@ -350,6 +350,11 @@ class RedisStore:
                     return value
                 except WatchError:  # another replica wrote in between: read again
                     continue
+
+
+def _ms(seconds: float) -> int:
+    """Seconds as Redis milliseconds (at least 1: Redis refuses an expiry of 0)."""
+    return max(int(seconds * 1000), 1)
 
 
 def _safe_url(url: str) -> str:
