@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from router_core import Embedder, R2Error
 
+from .apikeys import presented_key
 from .chat import R2_AUTO, handle_chat, handle_route
 from .completions import handle_completions, parse_completion_request
 from .config import GatewaySettings
@@ -83,10 +84,7 @@ def check_auth(request: Request, svc: Service) -> None:
     keys = svc.settings.server.api_keys
     if not keys:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not (scheme.lower() == "bearer" and token):
-        token = request.headers.get("x-api-key", "")  # as the Anthropic SDK sends it
+    token = presented_key(request.headers)
     if token:
         for key in keys:
             if hmac.compare_digest(token.encode(), key.get_secret_value().encode()):

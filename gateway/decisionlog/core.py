@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import SecretStr
+from starlette.datastructures import Headers
 
 from router_core import Decision
 from router_core.scoring import Scorer
 
+from ..apikeys import presented_key
 from .explore import Explorer, KeepEmbedding, LoggedDecision
 from .record import Finished, Trace, embedding_of, new_trace, to_row
 from .report import summarize
@@ -82,10 +84,15 @@ class DecisionLog:
         return new_trace(body, self.settings.content)
 
     def key_id(self, headers: Sequence[tuple[bytes, bytes]]) -> str | None:
-        """`key-N`: which configured key authenticated the request (never the key), read as
-        `check_auth` reads it: the bearer token, else `x-api-key`."""
+        """`key-N`: which configured key authenticated the request (never the key)."""
         if not self._keys:
             return None
+        token = presented_key(Headers(raw=list(headers))).encode()
+        if token:
+            for i, key in enumerate(self._keys):
+                if hmac.compare_digest(token, key):
+                    return f"key-{i}"
+        return None
         auth = api_key = b""
         for name, value in headers:
             if name == b"authorization" and not auth:

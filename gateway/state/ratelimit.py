@@ -13,16 +13,14 @@ import hashlib
 import math
 from collections.abc import Mapping
 
+from ..apikeys import presented_key
 from ..errors import APIError
 from .settings import RateLimitSettings
 from .store import Store
 
 
 def bucket(headers: Mapping[str, str]) -> str:
-    """The request's key as `check_auth` reads it: the bearer token, else `x-api-key`."""
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if not (scheme.lower() == "bearer" and token):
-        token = headers.get("x-api-key", "")  # as the Anthropic SDK sends it
+    token = presented_key(headers)
     if not token:
         return "rate:anonymous"
     return "rate:" + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:32]
