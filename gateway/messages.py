@@ -34,7 +34,7 @@ from .protocol import (
     check_int,
     check_model,
     check_number,
-    validate_chat_body,
+    validate_translated,
 )
 from .service import Service
 
@@ -52,13 +52,18 @@ BLOCK_NEEDS = {"text": ("text", str), "tool_use": ("name", str),
                "document": ("source", dict), "thinking": ("thinking", str)}
 
 
-def anthropic_error(err: APIError) -> Response:
+def anthropic_error_body(err: APIError) -> dict[str, Any]:
     """The error in Anthropic's shape (the field at fault, if any, leads the message)."""
     kind = ERROR_TYPES.get(err.status) or ("api_error" if err.status >= 500
                                            else "invalid_request_error")
     message = f"{err.param}: {err.message}" if err.param else err.message
-    return JSONResponse({"type": "error", "error": {"type": kind, "message": message}},
-                        status_code=err.status, headers=err.headers)
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def anthropic_error(err: APIError) -> Response:
+    """The error response in Anthropic's shape, with the status the OpenAI envelope has."""
+    return JSONResponse(anthropic_error_body(err), status_code=err.status,
+                        headers=err.headers)
 
 
 def _check_content(content: Any, where: str) -> None:
@@ -135,11 +140,7 @@ def to_chat(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
                         for m in chat["messages"]]
     if chat.get("stream"):  # the usage event carries message_delta's output_tokens
         chat["stream_options"] = {"include_usage": True}
-    try:
-        validate_chat_body(chat)
-    except APIError as err:  # name the field as the client sent it, not the chat form
-        raise bad_request(err.message, "messages" if err.param and err.param.startswith(
-            "messages") else err.param, err.code or "invalid_value") from None
+    validate_translated(chat, "messages")
     return chat, dict(names)
 
 
@@ -214,8 +215,7 @@ class MessagesStream(BlockStream):
 
     def error(self, err: APIError) -> list[str]:
         self.failed = True
-        body = json.loads(bytes(anthropic_error(err).body))
-        return [named_event(body)]
+        return [named_event(anthropic_error_body(err))]
 
     def end(self) -> list[str]:
         if self.failed:

@@ -270,6 +270,17 @@ def validate_chat_body(body: dict[str, Any], require_model: bool = True) -> None
     check_forbidden(body)
 
 
+def validate_translated(chat: dict[str, Any], messages_field: str) -> None:
+    """`validate_chat_body` for a chat request translated from another wire format: a fault in
+    `messages` is reported under the client's own field (`input`, `messages`), not the chat
+    form's path."""
+    try:
+        validate_chat_body(chat)
+    except APIError as err:
+        param = messages_field if err.param and err.param.startswith("messages") else err.param
+        raise bad_request(err.message, param, err.code or "invalid_value") from None
+
+
 def _check_message(msg: Mapping[str, Any], where: str) -> None:
     """Shapes LiteLLM relies on when it converts messages (it fails with a 5xx otherwise)."""
     content = msg.get("content")

@@ -32,7 +32,13 @@ from starlette.responses import Response
 from .blockstream import BlockStream
 from .chat import Codec, handle_chat, named_event
 from .errors import APIError, bad_request
-from .protocol import MAX_TOKENS_LIMIT, check_forbidden, check_int, check_model, validate_chat_body
+from .protocol import (
+    MAX_TOKENS_LIMIT,
+    check_forbidden,
+    check_int,
+    check_model,
+    validate_translated,
+)
 from .service import Service
 
 #: Fields that need server-side state this gateway does not keep: refused unless at the
@@ -166,11 +172,7 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
         chat["metadata"] = body["metadata"]
     # Fields the bridge does not know go on to the provider untouched, as on the chat path.
     chat.update({k: v for k, v in body.items() if k not in BRIDGED})
-    try:
-        validate_chat_body(chat)
-    except APIError as err:  # name the field as the client sent it, not the chat form
-        param = "input" if err.param and err.param.startswith("messages") else err.param
-        raise bad_request(err.message, param, err.code or "invalid_value") from None
+    validate_translated(chat, "input")
     return chat
 
 
