@@ -18,6 +18,7 @@ envelope would have.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from typing import Any
@@ -125,15 +126,22 @@ def validate_messages_body(body: dict[str, Any]) -> None:
     check_forbidden(body)
 
 
-def to_chat(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The chat request a Messages request stands for (validated as chat is), and LiteLLM's
-    map of shortened tool names back to the client's."""
+@functools.cache
+def _adapter() -> Any:
+    """LiteLLM's Anthropic adapter (stateless), imported and built once, on first use (not at
+    import: LiteLLM is heavy to load)."""
     from litellm.llms.anthropic.messages.adapters.transformation import (
         LiteLLMAnthropicMessagesAdapter,
     )
 
+    return LiteLLMAnthropicMessagesAdapter()
+
+
+def to_chat(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The chat request a Messages request stands for (validated as chat is), and LiteLLM's
+    map of shortened tool names back to the client's."""
     validate_messages_body(body)
-    translated, names = LiteLLMAnthropicMessagesAdapter().translate_anthropic_to_openai(
+    translated, names = _adapter().translate_anthropic_to_openai(
         json.loads(json.dumps(body)))  # the adapter may change what it is given
     chat: dict[str, Any] = {k: v for k, v in dict(translated).items() if v is not None}
     chat["messages"] = [{k: v for k, v in m.items() if v is not None or k == "content"}
@@ -153,12 +161,8 @@ def parse_messages_request(body: dict[str, Any]) -> tuple[dict[str, Any], dict[s
 def render(data: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     """A chat completion as a Messages object, by LiteLLM's adapter."""
     from litellm import ModelResponse
-    from litellm.llms.anthropic.messages.adapters.transformation import (
-        LiteLLMAnthropicMessagesAdapter,
-    )
 
-    message = LiteLLMAnthropicMessagesAdapter().translate_openai_response_to_anthropic(
-        ModelResponse(**data), names)
+    message = _adapter().translate_openai_response_to_anthropic(ModelResponse(**data), names)
     out: dict[str, Any] = json.loads(json.dumps(dict(message), default=str))
     out["model"] = data.get("model")
     return out

@@ -21,6 +21,7 @@ dropped), as are tools other than function tools, which a chat deployment cannot
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -147,14 +148,21 @@ def validate_responses_body(body: dict[str, Any]) -> None:
     check_forbidden(body)
 
 
-def to_chat(body: dict[str, Any]) -> dict[str, Any]:
-    """The chat request a Responses request stands for, validated as chat is."""
+@functools.cache
+def _bridge() -> Any:
+    """LiteLLM's Responses-to-Chat bridge, imported once, on first use (not at import: LiteLLM
+    is heavy to load)."""
     from litellm.responses.litellm_completion_transformation.transformation import (
         LiteLLMCompletionResponsesConfig,
     )
 
+    return LiteLLMCompletionResponsesConfig
+
+
+def to_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """The chat request a Responses request stands for, validated as chat is."""
     validate_responses_body(body)
-    bridge = LiteLLMCompletionResponsesConfig
+    bridge = _bridge()
     options: Any = {k: v for k, v in body.items()
                     if k in BRIDGED and k not in ("model", "input")}
     try:
@@ -230,11 +238,7 @@ def _finish(shell: dict[str, Any], finish_reason: Any) -> None:
 
 def render(data: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     """A chat completion as a `response` object: output items by LiteLLM's bridge."""
-    from litellm.responses.litellm_completion_transformation.transformation import (
-        LiteLLMCompletionResponsesConfig,
-    )
-
-    bridge = LiteLLMCompletionResponsesConfig
+    bridge = _bridge()
     bridged = bridge.transform_chat_completion_response_to_responses_api_response(
         request_input=body["input"], responses_api_request={}, chat_completion_response=data)
     dumped = bridged.model_dump(mode="json", by_alias=True, exclude_none=True)
