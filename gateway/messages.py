@@ -179,10 +179,7 @@ class MessagesStream(BlockStream):
         self.index = -1
         self.usage = {}
 
-    def _start(self, model: Any) -> list[str]:
-        if self.started:
-            return []
-        self.started = True
+    def _opening(self, model: Any) -> list[str]:
         message = {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant",
                    "content": [], "model": model, "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": 0, "output_tokens": 0}}

@@ -268,10 +268,7 @@ class ResponsesStream(BlockStream):
         self.seq += 1
         return event
 
-    def _start(self, model: Any) -> list[str]:
-        if self.started:
-            return []
-        self.started = True
+    def _opening(self, model: Any) -> list[str]:
         self.shell["model"] = model
         return [self._event("response.created", response=self.shell),
                 self._event("response.in_progress", response=self.shell)]
