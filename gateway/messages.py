@@ -35,6 +35,7 @@ from .protocol import (
     check_int,
     check_model,
     check_number,
+    check_objects,
     validate_translated,
 )
 from .service import Service
@@ -116,9 +117,7 @@ def validate_messages_body(body: dict[str, Any]) -> None:
         if not isinstance(stop, str):
             raise bad_request("stop sequences must be strings", f"stop_sequences.{i}",
                               "invalid_type")
-    for key in ("metadata", "tool_choice", "thinking"):
-        if body.get(key) is not None and not isinstance(body[key], dict):
-            raise bad_request(f"'{key}' must be an object", key, "invalid_type")
+    check_objects(body, ("metadata", "tool_choice", "thinking"))
     check_number(body, "temperature", 0, 1)
     for key in REFUSED:
         if key in body:

@@ -38,6 +38,7 @@ from .protocol import (
     check_forbidden,
     check_int,
     check_model,
+    check_objects,
     validate_translated,
 )
 from .service import Service
@@ -142,9 +143,7 @@ def validate_responses_body(body: dict[str, Any]) -> None:
             raise bad_request("only function tools ({'type': 'function', 'name': ...}) are "
                               "supported: a chat deployment cannot run hosted tools",
                               f"tools[{i}]", "unsupported_tool")
-    for key in ("text", "reasoning", "metadata"):
-        if body.get(key) is not None and not isinstance(body[key], dict):
-            raise bad_request(f"'{key}' must be an object", key, "invalid_type")
+    check_objects(body, ("text", "reasoning", "metadata"))
     check_forbidden(body)
 
 
