@@ -126,16 +126,15 @@ class MicroBatcher:
                 await asyncio.sleep(self.window_s)
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
-                live = [(t, f) for t, f, _ in batch if not f.done()]
+                live = [x for x in batch if not x[1].done()]
                 if self.observe_stage is not None:
                     now = time.perf_counter()
-                    for _, f, queued in batch:
-                        if not f.done():
-                            self.observe_stage("embed_queue", now - queued)
+                    for _, _, queued in live:
+                        self.observe_stage("embed_queue", now - queued)
                 # Long texts on their own low-priority worker, not awaited here: the short
                 # texts queued behind them go on being embedded meanwhile (module docstring).
-                short = [x for x in live if len(x[0]) <= LONG_CHARS]
-                long = [x for x in live if len(x[0]) > LONG_CHARS]
+                short = [(t, f) for t, f, _ in live if len(t) <= LONG_CHARS]
+                long = [(t, f) for t, f, _ in live if len(t) > LONG_CHARS]
                 if long:
                     task = asyncio.create_task(self._embed_batch(long, self._long_worker))
                     self._long_tasks.add(task)

@@ -47,6 +47,14 @@ class BlockStream:
         return events
 
     def _start(self, model: Any) -> list[str]:
+        """The stream's opening events, once (on the first chunk, or at the end or an error
+        if no chunk came)."""
+        if self.started:
+            return []
+        self.started = True
+        return self._opening(model)
+
+    def _opening(self, model: Any) -> list[str]:
         raise NotImplementedError
 
     def _close(self) -> list[str]:

@@ -18,6 +18,7 @@ envelope would have.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from typing import Any
@@ -34,7 +35,8 @@ from .protocol import (
     check_int,
     check_model,
     check_number,
-    validate_chat_body,
+    check_objects,
+    validate_translated,
 )
 from .service import Service
 
@@ -52,13 +54,18 @@ BLOCK_NEEDS = {"text": ("text", str), "tool_use": ("name", str),
                "document": ("source", dict), "thinking": ("thinking", str)}
 
 
-def anthropic_error(err: APIError) -> Response:
+def anthropic_error_body(err: APIError) -> dict[str, Any]:
     """The error in Anthropic's shape (the field at fault, if any, leads the message)."""
     kind = ERROR_TYPES.get(err.status) or ("api_error" if err.status >= 500
                                            else "invalid_request_error")
     message = f"{err.param}: {err.message}" if err.param else err.message
-    return JSONResponse({"type": "error", "error": {"type": kind, "message": message}},
-                        status_code=err.status, headers=err.headers)
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def anthropic_error(err: APIError) -> Response:
+    """The error response in Anthropic's shape, with the status the OpenAI envelope has."""
+    return JSONResponse(anthropic_error_body(err), status_code=err.status,
+                        headers=err.headers)
 
 
 def _check_content(content: Any, where: str) -> None:
@@ -110,9 +117,7 @@ def validate_messages_body(body: dict[str, Any]) -> None:
         if not isinstance(stop, str):
             raise bad_request("stop sequences must be strings", f"stop_sequences.{i}",
                               "invalid_type")
-    for key in ("metadata", "tool_choice", "thinking"):
-        if body.get(key) is not None and not isinstance(body[key], dict):
-            raise bad_request(f"'{key}' must be an object", key, "invalid_type")
+    check_objects(body, ("metadata", "tool_choice", "thinking"))
     check_number(body, "temperature", 0, 1)
     for key in REFUSED:
         if key in body:
@@ -120,26 +125,29 @@ def validate_messages_body(body: dict[str, Any]) -> None:
     check_forbidden(body)
 
 
-def to_chat(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The chat request a Messages request stands for (validated as chat is), and LiteLLM's
-    map of shortened tool names back to the client's."""
+@functools.cache
+def _adapter() -> Any:
+    """LiteLLM's Anthropic adapter (stateless), imported and built once, on first use (not at
+    import: LiteLLM is heavy to load)."""
     from litellm.llms.anthropic.messages.adapters.transformation import (
         LiteLLMAnthropicMessagesAdapter,
     )
 
+    return LiteLLMAnthropicMessagesAdapter()
+
+
+def to_chat(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The chat request a Messages request stands for (validated as chat is), and LiteLLM's
+    map of shortened tool names back to the client's."""
     validate_messages_body(body)
-    translated, names = LiteLLMAnthropicMessagesAdapter().translate_anthropic_to_openai(
+    translated, names = _adapter().translate_anthropic_to_openai(
         json.loads(json.dumps(body)))  # the adapter may change what it is given
     chat: dict[str, Any] = {k: v for k, v in dict(translated).items() if v is not None}
     chat["messages"] = [{k: v for k, v in m.items() if v is not None or k == "content"}
                         for m in chat["messages"]]
     if chat.get("stream"):  # the usage event carries message_delta's output_tokens
         chat["stream_options"] = {"include_usage": True}
-    try:
-        validate_chat_body(chat)
-    except APIError as err:  # name the field as the client sent it, not the chat form
-        raise bad_request(err.message, "messages" if err.param and err.param.startswith(
-            "messages") else err.param, err.code or "invalid_value") from None
+    validate_translated(chat, "messages")
     return chat, dict(names)
 
 
@@ -152,12 +160,8 @@ def parse_messages_request(body: dict[str, Any]) -> tuple[dict[str, Any], dict[s
 def render(data: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     """A chat completion as a Messages object, by LiteLLM's adapter."""
     from litellm import ModelResponse
-    from litellm.llms.anthropic.messages.adapters.transformation import (
-        LiteLLMAnthropicMessagesAdapter,
-    )
 
-    message = LiteLLMAnthropicMessagesAdapter().translate_openai_response_to_anthropic(
-        ModelResponse(**data), names)
+    message = _adapter().translate_openai_response_to_anthropic(ModelResponse(**data), names)
     out: dict[str, Any] = json.loads(json.dumps(dict(message), default=str))
     out["model"] = data.get("model")
     return out
@@ -174,10 +178,7 @@ class MessagesStream(BlockStream):
         self.index = -1
         self.usage = {}
 
-    def _start(self, model: Any) -> list[str]:
-        if self.started:
-            return []
-        self.started = True
+    def _opening(self, model: Any) -> list[str]:
         message = {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant",
                    "content": [], "model": model, "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": 0, "output_tokens": 0}}
@@ -214,8 +215,7 @@ class MessagesStream(BlockStream):
 
     def error(self, err: APIError) -> list[str]:
         self.failed = True
-        body = json.loads(bytes(anthropic_error(err).body))
-        return [named_event(body)]
+        return [named_event(anthropic_error_body(err))]
 
     def end(self) -> list[str]:
         if self.failed:

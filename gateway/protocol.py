@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,6 +270,17 @@ def validate_chat_body(body: dict[str, Any], require_model: bool = True) -> None
     check_forbidden(body)
 
 
+def validate_translated(chat: dict[str, Any], messages_field: str) -> None:
+    """`validate_chat_body` for a chat request translated from another wire format: a fault in
+    `messages` is reported under the client's own field (`input`, `messages`), not the chat
+    form's path."""
+    try:
+        validate_chat_body(chat)
+    except APIError as err:
+        param = messages_field if err.param and err.param.startswith("messages") else err.param
+        raise bad_request(err.message, param, err.code or "invalid_value") from None
+
+
 def _check_message(msg: Mapping[str, Any], where: str) -> None:
     """Shapes LiteLLM relies on when it converts messages (it fails with a 5xx otherwise)."""
     content = msg.get("content")
@@ -294,10 +305,15 @@ def _check_message(msg: Mapping[str, Any], where: str) -> None:
                           "invalid_type")
 
 
-def _check_containers(body: Mapping[str, Any]) -> None:
-    for key in OBJECT_FIELDS:
+def check_objects(body: Mapping[str, Any], keys: Sequence[str]) -> None:
+    """A 400 for the first of `keys` that is present and not an object."""
+    for key in keys:
         if body.get(key) is not None and not isinstance(body[key], dict):
             raise bad_request(f"'{key}' must be an object", key, "invalid_type")
+
+
+def _check_containers(body: Mapping[str, Any]) -> None:
+    check_objects(body, OBJECT_FIELDS)
     for key in ARRAY_FIELDS:
         value = body.get(key)
         if value is not None and not (isinstance(value, list)

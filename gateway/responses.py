@@ -21,6 +21,7 @@ dropped), as are tools other than function tools, which a chat deployment cannot
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -32,7 +33,14 @@ from starlette.responses import Response
 from .blockstream import BlockStream
 from .chat import Codec, handle_chat, named_event
 from .errors import APIError, bad_request
-from .protocol import MAX_TOKENS_LIMIT, check_forbidden, check_int, check_model, validate_chat_body
+from .protocol import (
+    MAX_TOKENS_LIMIT,
+    check_forbidden,
+    check_int,
+    check_model,
+    check_objects,
+    validate_translated,
+)
 from .service import Service
 
 #: Fields that need server-side state this gateway does not keep: refused unless at the
@@ -135,20 +143,25 @@ def validate_responses_body(body: dict[str, Any]) -> None:
             raise bad_request("only function tools ({'type': 'function', 'name': ...}) are "
                               "supported: a chat deployment cannot run hosted tools",
                               f"tools[{i}]", "unsupported_tool")
-    for key in ("text", "reasoning", "metadata"):
-        if body.get(key) is not None and not isinstance(body[key], dict):
-            raise bad_request(f"'{key}' must be an object", key, "invalid_type")
+    check_objects(body, ("text", "reasoning", "metadata"))
     check_forbidden(body)
 
 
-def to_chat(body: dict[str, Any]) -> dict[str, Any]:
-    """The chat request a Responses request stands for, validated as chat is."""
+@functools.cache
+def _bridge() -> Any:
+    """LiteLLM's Responses-to-Chat bridge, imported once, on first use (not at import: LiteLLM
+    is heavy to load)."""
     from litellm.responses.litellm_completion_transformation.transformation import (
         LiteLLMCompletionResponsesConfig,
     )
 
+    return LiteLLMCompletionResponsesConfig
+
+
+def to_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """The chat request a Responses request stands for, validated as chat is."""
     validate_responses_body(body)
-    bridge = LiteLLMCompletionResponsesConfig
+    bridge = _bridge()
     options: Any = {k: v for k, v in body.items()
                     if k in BRIDGED and k not in ("model", "input")}
     try:
@@ -166,11 +179,7 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
         chat["metadata"] = body["metadata"]
     # Fields the bridge does not know go on to the provider untouched, as on the chat path.
     chat.update({k: v for k, v in body.items() if k not in BRIDGED})
-    try:
-        validate_chat_body(chat)
-    except APIError as err:  # name the field as the client sent it, not the chat form
-        param = "input" if err.param and err.param.startswith("messages") else err.param
-        raise bad_request(err.message, param, err.code or "invalid_value") from None
+    validate_translated(chat, "input")
     return chat
 
 
@@ -228,11 +237,7 @@ def _finish(shell: dict[str, Any], finish_reason: Any) -> None:
 
 def render(data: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     """A chat completion as a `response` object: output items by LiteLLM's bridge."""
-    from litellm.responses.litellm_completion_transformation.transformation import (
-        LiteLLMCompletionResponsesConfig,
-    )
-
-    bridge = LiteLLMCompletionResponsesConfig
+    bridge = _bridge()
     bridged = bridge.transform_chat_completion_response_to_responses_api_response(
         request_input=body["input"], responses_api_request={}, chat_completion_response=data)
     dumped = bridged.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -262,10 +267,7 @@ class ResponsesStream(BlockStream):
         self.seq += 1
         return event
 
-    def _start(self, model: Any) -> list[str]:
-        if self.started:
-            return []
-        self.started = True
+    def _opening(self, model: Any) -> list[str]:
         self.shell["model"] = model
         return [self._event("response.created", response=self.shell),
                 self._event("response.in_progress", response=self.shell)]
