@@ -22,6 +22,9 @@ COPY --chown=r2:r2 checkpoints ./checkpoints
 COPY --chown=r2:r2 gateway.yaml ./gateway.yaml
 COPY --chown=r2:r2 examples ./examples
 USER r2
+# Derive the local-q8 embedder's int8 model (into /home/r2/.cache/r2-gateway/models) at build
+# time, so a container start does not spend ~10 s on it; also runs its probe check.
+RUN python -c "from router_core import make_embedder; make_embedder({'kind': 'local-q8'}).close()"
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"

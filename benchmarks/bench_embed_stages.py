@@ -12,11 +12,16 @@ In one process, on the real all-MiniLM-L6-v2 int8 ONNX embedder (`OnnxMiniLMEmbe
 3. **Spinning**: ONNX Runtime with 2 intra-op threads, texts one at a time with a 5 ms idle gap
    (as at concurrency 1, where LiteLLM runs between embeddings), with the thread pool spinning
    (ONNX Runtime's default, before) and not spinning (now); 1 thread for reference.
+4. **local vs local-q8** (`--only q8` runs just this): CPU per text of the `local` embedder and
+   of `local-q8` (the same MiniLM dynamically quantised to int8, `local_q8.py`), both on one
+   thread, by prompt length and batch size, alternating; the ratio q8/local and the cosine of
+   their vectors.
 
 Rows alternate before/after `--rounds` times; ratios are within the run. The machine is shared:
 compare the ratios, not the absolute numbers across runs.
 
     python benchmarks/bench_embed_stages.py --rounds 3
+    python benchmarks/bench_embed_stages.py --only q8 --rounds 5
 """
 
 from __future__ import annotations
@@ -136,15 +141,59 @@ def spinning(rounds: int) -> list[dict[str, Any]]:
              "cpu_ratio_vs_spinning": statistics.median(cpu[k]) / base} for k in variants]
 
 
+def q8_vs_local(rounds: int) -> list[dict[str, Any]]:
+    from router_core.embedders.local_onnx import OnnxMiniLMEmbedder
+    from router_core.embedders.local_q8 import OnnxMiniLMQ8Embedder
+
+    pair = {"local": OnnxMiniLMEmbedder(threads=1), "local-q8": OnnxMiniLMQ8Embedder(threads=1)}
+    out = []
+    for name, texts in (("short", SHORT), ("medium", MEDIUM), ("long", LONG)):
+        for bs in (1, 16):
+            batch = (texts * 16)[:bs]
+            cpu: dict[str, list[float]] = {k: [] for k in pair}
+            for _ in range(rounds):
+                for k, emb in pair.items():
+                    cpu[k].append(cpu_per_text(lambda b=batch, e=emb: e.embed(b), bs, 0.5)[0])
+            cos = np.sum(pair["local"].embed(batch) * pair["local-q8"].embed(batch), axis=1)
+            tokens = float(np.mean([len(e.ids) for e in
+                                    pair["local"]._tokenizer.encode_batch(batch)]))
+            local, q8 = statistics.median(cpu["local"]), statistics.median(cpu["local-q8"])
+            out.append({"prompts": name, "batch": bs, "tokens": tokens,
+                        "local_cpu_ms_per_text": local, "q8_cpu_ms_per_text": q8,
+                        "ratio_q8_over_local": q8 / local, "min_cosine": float(cos.min())})
+    for emb in pair.values():
+        emb.close()
+    return out
+
+
+def print_q8(rows: list[dict[str, Any]]) -> None:
+    print("\nlocal vs local-q8, 1 thread: CPU ms per text (median of rounds)")
+    print(f"{'prompts':<8}{'batch':>6}{'tokens':>8}{'local':>9}{'q8':>8}{'q8/local':>10}"
+          f"{'min cos':>9}")
+    for r in rows:
+        print(f"{r['prompts']:<8}{r['batch']:>6}{r['tokens']:>8.0f}"
+              f"{r['local_cpu_ms_per_text']:>9.2f}{r['q8_cpu_ms_per_text']:>8.2f}"
+              f"{r['ratio_q8_over_local']:>10.2f}{r['min_cosine']:>9.4f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", metavar="OUT")
+    parser.add_argument("--only", choices=["all", "q8"], default="all",
+                        help="q8: only the local vs local-q8 comparison (section 4)")
     args = parser.parse_args(argv)
     from router_core.embedders.local_onnx import OnnxMiniLMEmbedder
 
     load0 = os.getloadavg()[0]
     print(f"bench_embed_stages: {len(os.sched_getaffinity(0))} CPUs, load average {load0:.2f}")
+    if args.only == "q8":
+        q8_rows = q8_vs_local(args.rounds)
+        print_q8(q8_rows)
+        print(f"\nload average {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"q8": q8_rows}, indent=1) + "\n")
+        return 0
     emb = OnnxMiniLMEmbedder(threads=1)
     report: dict[str, Any] = {"stages": stages(emb, args.rounds),
                               "padding": padding(emb, args.rounds)}
@@ -167,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in report["spinning"]:
             print(f"  {r['session']:<32} cpu {r['cpu_ms_per_text']:6.2f} ms/text  wall "
                   f"{r['wall_ms_per_text']:6.2f} ms/text  cpu x{r['cpu_ratio_vs_spinning']:.2f}")
+    report["q8"] = q8_vs_local(args.rounds)
+    print_q8(report["q8"])
     report["loadavg"] = [load0, os.getloadavg()[0]]
     print(f"\nload average {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     if args.json:

@@ -59,6 +59,9 @@ python -m pip install -q --upgrade pip
 # torch==2.13.0 (CPU) is taken from the machine's local wheel; it only serves the optional
 # sentence-transformers embedder and MLP heads, whose tests run when it is present.
 python -m pip install -q -e ".[dev,torch]"
+# Derive the local-q8 embedder's int8 model into the cache now (~5-10 s, once per machine), so no
+# gateway start or first request pays for it; it also runs the embedder's probe check.
+python -c "from router_core import make_embedder; make_embedder({'kind': 'local-q8'}).close()"
 
 if [ "$E2E" -eq 0 ]; then
   echo "--no-e2e: llama.cpp server not installed; the end-to-end tests will skip"

@@ -1,6 +1,7 @@
 """Embedders behind one protocol, built from a config mapping by `make_embedder`.
 
-Kinds: `local` (the offline default, all-MiniLM-L6-v2 int8 on ONNX Runtime), `local-st`
+Kinds: `local` (the offline default, all-MiniLM-L6-v2 int8 on ONNX Runtime), `local-q8` (the
+same model with int8 arithmetic, derived once from `local`'s file; ~2.3x less CPU), `local-st`
 (the same model in fp32 on sentence-transformers/torch, extra `r2-gateway[torch]`), `remote`
 (any OpenAI-compatible `/v1/embeddings`, e.g. vLLM serving Qwen3-0.6B with `--runner pooling`),
 `vllm` (in-process vLLM pooling, extra `r2-gateway[vllm]`), `static-minilm` (the fast offline
@@ -22,7 +23,7 @@ from .hashing import HashEmbedder
 __all__ = ["Embedder", "EmbeddingArray", "HashEmbedder", "check_options", "describe",
            "make_embedder", "serving_config"]
 
-KINDS = ("hash", "local", "local-st", "remote", "static-minilm", "vllm")
+KINDS = ("hash", "local", "local-q8", "local-st", "remote", "static-minilm", "vllm")
 
 
 def _embedder_class(kind: Any) -> type:
@@ -32,6 +33,10 @@ def _embedder_class(kind: Any) -> type:
         from .local_onnx import OnnxMiniLMEmbedder
 
         return OnnxMiniLMEmbedder
+    if kind == "local-q8":
+        from .local_q8 import OnnxMiniLMQ8Embedder
+
+        return OnnxMiniLMQ8Embedder
     if kind == "local-st":
         from .local_st import SentenceTransformerEmbedder
 
@@ -71,7 +76,7 @@ def serving_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """`config` as a serving gateway builds it: the local embedder's ONNX Runtime threads, when
     not set, sized by `local_onnx.serving_threads` (one CPU fewer than the process may use)."""
     cfg = dict(config or {})
-    if cfg.get("kind", "local") == "local" and cfg.get("threads") is None:
+    if cfg.get("kind", "local") in ("local", "local-q8") and cfg.get("threads") is None:
         from .local_onnx import serving_threads
 
         cfg["threads"] = serving_threads()

