@@ -37,13 +37,13 @@ DATA = ROOT.parent / "shared" / "data" / "mcqa_concise_cot.jsonl.gz"
 
 
 class CachedEmbedder:
-    """The local MiniLM embedder behind the training cache (hits cost a dictionary lookup)."""
+    """The default MiniLM embedder (local-q8) behind the training cache (a hit is a lookup)."""
 
     def __init__(self) -> None:
         from router_core import make_embedder
         from router_core.training.embed_cache import EmbeddingCache, default_cache_dir
 
-        self.inner = make_embedder({"kind": "local"})
+        self.inner = make_embedder({"kind": "local-q8"})
         self.id, self.dim = self.inner.id, self.inner.dim
         self.normalized, self.max_chars = self.inner.normalized, self.inner.max_chars
         self.cache = EmbeddingCache(default_cache_dir(), self.id, self.dim)
@@ -75,7 +75,7 @@ def run_case(target_usd_per_hour: float, pool: list[str], args: argparse.Namespa
     from gateway.config import parse_settings
 
     settings = parse_settings({
-        "checkpoint": str(ROOT / "checkpoints" / "default"), "embedder": {"kind": "local"},
+        "checkpoint": str(ROOT / "checkpoints" / "default"), "embedder": {"kind": "local-q8"},
         "default_tradeoff": args.start, "input_tokens": "tokenizer",
         "pacing": {"usd_per_hour": target_usd_per_hour, "time_constant_s": args.tau},
         "deployments": [{"name": n, "model": f"openai/up-{n}", "api_base": standin_url}
@@ -205,7 +205,7 @@ def _fixed_spend(tradeoff: float, pool: list[str], args: argparse.Namespace, emb
     from gateway.config import parse_settings
 
     settings = parse_settings({
-        "checkpoint": str(ROOT / "checkpoints" / "default"), "embedder": {"kind": "local"},
+        "checkpoint": str(ROOT / "checkpoints" / "default"), "embedder": {"kind": "local-q8"},
         "default_tradeoff": tradeoff, "input_tokens": "tokenizer",
         "deployments": [{"name": n, "model": f"openai/up-{n}", "api_base": standin_url}
                         for n in ("gpt-3.5-turbo", "gpt-4")],

@@ -182,7 +182,7 @@ class GatewaySettings(_Strict):
     checkpoint: Path
     #: Pins the checkpoint: sha256 of its manifest.json (which holds the arrays' sha256s).
     checkpoint_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-    embedder: dict[str, Any] = Field(default_factory=lambda: {"kind": "local"})
+    embedder: dict[str, Any] = Field(default_factory=lambda: {"kind": "local-q8"})
     #: Raw lambda for requests without a knob header (release parity; prefer default_tradeoff).
     default_lambda: float | None = Field(default=None, ge=0, le=1)
     #: Calibrated trade-off for requests without a knob header (needs a checkpoint table).

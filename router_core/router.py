@@ -1,6 +1,6 @@
 """The public routing API: a checkpoint, an embedder and a token counter behind `route()`.
 
-    router = Router.load("checkpoints/default", {"kind": "local"})
+    router = Router.load("checkpoints/default", {"kind": "local-q8"})
     decision = router.route("What is 2+2?", lambda_=0.5)
     decision.model, decision.budget, decision.candidates
 

@@ -26,7 +26,7 @@ MODELS = ("gemma-cheap", "gemma-dear")
 def gateway_yaml(base_url: str, checkpoint: Path) -> dict[str, Any]:
     return {
         "checkpoint": str(checkpoint),
-        "embedder": {"kind": "local"},
+        "embedder": {"kind": "local-q8"},
         "deployments": [
             {"name": name, "model": "openai/gemma-3-270m", "api_base": base_url,
              "input_price_per_million": price, "output_price_per_million": 4 * price,

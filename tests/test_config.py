@@ -92,5 +92,5 @@ def test_local_example_points_every_deployment_at_the_local_server(
                for d in deployments)
     assert len({d["model"] for d in deployments}) == len(deployments)
     settings = load_settings(REPO / "examples" / "local.yaml")
-    assert settings.embedder.get("kind", "local") == "local"
+    assert settings.embedder.get("kind", "local-q8") == "local-q8"
     assert httpx.URL(settings.deployments[0].api_base or "").port == 8081

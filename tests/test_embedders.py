@@ -285,9 +285,12 @@ def test_onnx_identity_and_thread_default(onnx: OnnxMiniLMEmbedder) -> None:
     assert make_embedder({"kind": "local", "threads": 1}).threads == 1
 
 
-def test_default_embedder_is_the_onnx_one() -> None:
+def test_default_embedder_is_the_quantised_onnx_one() -> None:
+    from router_core.embedders.local_q8 import OnnxMiniLMQ8Embedder
+
     emb = make_embedder(None)
-    assert isinstance(emb, OnnxMiniLMEmbedder)
+    assert isinstance(emb, OnnxMiniLMQ8Embedder)
+    assert emb.id == "all-MiniLM-L6-v2-onnx-dq8pc"
     emb.close()
 
 

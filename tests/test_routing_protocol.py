@@ -42,7 +42,7 @@ def default_settings(base_url: str) -> dict[str, Any]:
     """The shipped default checkpoint (MiniLM, gpt-3.5-turbo and gpt-4) on the stand-in."""
     return {
         "checkpoint": str(DEFAULT_CKPT),
-        "embedder": {"kind": "local"},
+        "embedder": {"kind": "local-q8"},
         "default_lambda": 0.5,
         "deployments": [{"name": n, "model": f"openai/up-{n}", "api_base": base_url}
                         for n in ("gpt-3.5-turbo", "gpt-4")],

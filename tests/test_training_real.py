@@ -18,21 +18,30 @@ from router_core.training import evaluate, missing_instructions
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
 LOCAL_ID = "all-MiniLM-L6-v2-onnx-int8"
+Q8_ID = "all-MiniLM-L6-v2-onnx-dq8pc"
 
 
-@pytest.mark.parametrize("name", ["default", "mcqa_concise_cot", "mcqa_nine_models",
-                                  "routerbench_subset"])
-def test_shipped_checkpoints_are_servable(name: str) -> None:
-    ckpt = load_checkpoint(CHECKPOINTS / name, expected_embedder=(LOCAL_ID, 384))
+@pytest.mark.parametrize(("name", "embedder_id"), [
+    ("default", Q8_ID), ("mcqa_concise_cot", LOCAL_ID), ("mcqa_nine_models", LOCAL_ID),
+    ("routerbench_subset", LOCAL_ID), ("mcqa_concise_cot-q8", Q8_ID),
+    ("mcqa_nine_models-q8", Q8_ID), ("routerbench_subset-q8", Q8_ID)])
+def test_shipped_checkpoints_are_servable(name: str, embedder_id: str) -> None:
+    ckpt = load_checkpoint(CHECKPOINTS / name, expected_embedder=(embedder_id, 384))
     assert missing_instructions(ckpt.policies) == []
     assert all(p.cost_tokens == "predicted" for p in ckpt.policies)
     assert all(m.output_price_per_million > 0 for m in ckpt.models)
     assert ckpt.provenance["split"] == "train"
 
 
-def test_default_is_the_mcqa_concise_cot_checkpoint() -> None:
-    default = (CHECKPOINTS / "default" / "manifest.json").read_text()
-    assert default == (CHECKPOINTS / "mcqa_concise_cot" / "manifest.json").read_text()
+def test_default_is_the_mcqa_concise_cot_checkpoint_of_the_default_embedder() -> None:
+    for name in ("manifest.json", "heads.npz", "policies.yaml"):
+        default = (CHECKPOINTS / "default" / name).read_bytes()
+        assert default == (CHECKPOINTS / "mcqa_concise_cot-q8" / name).read_bytes()
+    emb = make_embedder(None)
+    try:
+        load_checkpoint(CHECKPOINTS / "default", expected_embedder=(emb.id, emb.dim))
+    finally:
+        emb.close()
 
 
 @pytest.mark.slow

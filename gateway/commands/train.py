@@ -18,9 +18,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("data", nargs="*", metavar="DATA",
                    help="outcome files (.jsonl, .jsonl.gz, .csv, .parquet) with .meta.json")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
-    p.add_argument("--embedder", default="local", metavar="NAME",
-                   help="embedder kind (local, hash, local-st, remote) or a JSON config "
-                        "(default: local, all-MiniLM-L6-v2 int8 ONNX)")
+    p.add_argument("--embedder", default="local-q8", metavar="NAME",
+                   help="embedder kind (local-q8, local, static-minilm, hash, local-st, remote) "
+                        "or a JSON config (default: local-q8, all-MiniLM-L6-v2 int8 ONNX)")
     add_subset_flags(p)
     p.add_argument("--policy-file", metavar="FILE",
                    help="YAML/JSON with the instruction and max_tokens of named policies "

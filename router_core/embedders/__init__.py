@@ -1,7 +1,8 @@
 """Embedders behind one protocol, built from a config mapping by `make_embedder`.
 
-Kinds: `local` (the offline default, all-MiniLM-L6-v2 int8 on ONNX Runtime), `local-q8` (the
-same model with int8 arithmetic, derived once from `local`'s file; ~2.3x less CPU), `local-st`
+Kinds: `local-q8` (the offline default: all-MiniLM-L6-v2 with integer arithmetic on ONNX
+Runtime, derived once from `local`'s file; about half its CPU), `local` (the same model as
+shipped: int8 weights computed in fp32), `local-st`
 (the same model in fp32 on sentence-transformers/torch, extra `r2-gateway[torch]`), `remote`
 (any OpenAI-compatible `/v1/embeddings`, e.g. vLLM serving Qwen3-0.6B with `--runner pooling`),
 `vllm` (in-process vLLM pooling, extra `r2-gateway[vllm]`), `static-minilm` (the fast offline
@@ -24,6 +25,9 @@ __all__ = ["Embedder", "EmbeddingArray", "HashEmbedder", "check_options", "descr
            "make_embedder", "serving_config"]
 
 KINDS = ("hash", "local", "local-q8", "local-st", "remote", "static-minilm", "vllm")
+#: The kind a config without one gets (issue 19: within 0.005 test AUDC of `local` on every
+#: shared dataset, about half its CPU per text; docs/embedders.md).
+DEFAULT_KIND = "local-q8"
 
 
 def _embedder_class(kind: Any) -> type:
@@ -61,7 +65,7 @@ def check_options(config: Mapping[str, Any] | None) -> None:
     """Refuse an unknown kind or an option the kind does not take (a mistyped key), naming
     it, before anything is built. Loads no model."""
     cfg = dict(config or {})
-    cls = _embedder_class(cfg.pop("kind", "local"))
+    cls = _embedder_class(cfg.pop("kind", DEFAULT_KIND))
     params = inspect.signature(cls).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -76,7 +80,7 @@ def serving_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """`config` as a serving gateway builds it: the local embedder's ONNX Runtime threads, when
     not set, sized by `local_onnx.serving_threads` (one CPU fewer than the process may use)."""
     cfg = dict(config or {})
-    if cfg.get("kind", "local") in ("local", "local-q8") and cfg.get("threads") is None:
+    if cfg.get("kind", DEFAULT_KIND) in ("local", "local-q8") and cfg.get("threads") is None:
         from .local_onnx import serving_threads
 
         cfg["threads"] = serving_threads()
@@ -87,7 +91,7 @@ def make_embedder(config: Mapping[str, Any] | None = None) -> Embedder:
     """Build the embedder a config names; `None` or `{}` gives the offline default."""
     check_options(config)
     cfg = dict(config or {})
-    cls = _embedder_class(cfg.pop("kind", "local"))
+    cls = _embedder_class(cfg.pop("kind", DEFAULT_KIND))
     try:
         embedder: Embedder = cls(**cfg)
     except (TypeError, ValueError) as exc:
