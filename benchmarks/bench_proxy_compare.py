@@ -272,7 +272,7 @@ def stage_report(targets: list[Target]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--embedders", nargs="+", default=["local", "static-minilm"],
+    parser.add_argument("--embedders", nargs="+", default=["local-q8", "local", "static-minilm"],
                         help="embedder kinds for r2-auto rows; the first is the default one")
     parser.add_argument("--cache-row", action="store_true",
                         help="also r2-auto with the first embedder and the cache on")
