@@ -107,3 +107,30 @@ def run_cli(*argv: str) -> int:
     eval_cmd.register(sub)
     args = parser.parse_args(list(argv))
     return int(args.func(args))
+
+
+def serve_without_listening(monkeypatch: pytest.MonkeyPatch, *argv: str) -> Any:
+    """Run `r2 serve ARGV` in process up to the point where uvicorn would listen, and return
+    the app it built (so the embedder and checkpoint are loaded as on a real start-up)."""
+    import argparse
+
+    import uvicorn
+
+    from gateway.commands import serve
+
+    built: list[Any] = []
+
+    class NoServer:
+        def __init__(self, config: Any) -> None:
+            built.append(config.app)
+
+        def run(self) -> None:
+            return None
+
+    monkeypatch.setattr(uvicorn, "Server", NoServer)
+    parser = argparse.ArgumentParser(prog="r2")
+    serve.register(parser.add_subparsers())
+    args = parser.parse_args(["serve", *argv])
+    assert args.func(args) == 0
+    assert len(built) == 1
+    return built[0]

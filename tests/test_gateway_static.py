@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import serve_without_listening
 
 from router_core import Router
 
@@ -92,26 +93,10 @@ def test_r2_route_takes_the_embedder_flag(capsys: pytest.CaptureFixture[str]) ->
 
 def test_r2_serve_embedder_flag_replaces_the_config_section(
         tmp_path: Path, standin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import uvicorn
     import yaml
-
-    from gateway.commands import serve
 
     cfg = tmp_path / "gateway.yaml"
     cfg.write_text(yaml.safe_dump(static_settings(standin.base_url, kind="local")))
-    built: list[Any] = []
-
-    class NoServer:
-        def __init__(self, config: Any) -> None:
-            built.append(config.app)
-
-        def run(self) -> None:
-            return None
-
-    monkeypatch.setattr(uvicorn, "Server", NoServer)
-    parser = argparse.ArgumentParser()
-    serve.register(parser.add_subparsers())
-    args = parser.parse_args(["serve", "--config", str(cfg), "--embedder", "static-minilm",
-                              "--port", "0"])
-    assert args.func(args) == 0
-    assert built[0].state.service.embedder.id == "static-minilm-l6-v2-m2v256-int8"
+    app = serve_without_listening(monkeypatch, "--config", str(cfg), "--embedder",
+                                  "static-minilm", "--port", "0")
+    assert app.state.service.embedder.id == "static-minilm-l6-v2-m2v256-int8"

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import serve_without_listening
 
 from router_core import EmbedderError, InvalidInputError, R2Error, Router, make_embedder
 from router_core.checkpoint import sha256_file
@@ -252,15 +253,12 @@ def test_a_checkpoint_of_the_other_minilm_is_refused_at_start_up(
 def test_r2_route_and_serve_take_the_embedder_flag(
         q8_env: Path, tmp_path: Path, standin: Any, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    import uvicorn
     import yaml
 
-    from gateway.commands import route, serve
+    from gateway.commands import route
 
     parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    route.register(sub)
-    serve.register(sub)
+    route.register(parser.add_subparsers())
     for extra in (["--embedder", "local-q8"], []):  # without it, the checkpoint's id implies it
         args = parser.parse_args(["route", TEXTS[0], "--checkpoint", str(CKPT), "--json",
                                   "--tradeoff", "0", *extra])
@@ -268,22 +266,11 @@ def test_r2_route_and_serve_take_the_embedder_flag(
         assert json.loads(capsys.readouterr().out)["model"] in MODELS
     cfg = tmp_path / "gateway.yaml"
     cfg.write_text(yaml.safe_dump(q8_settings(standin.base_url, kind="local")))
-    built: list[Any] = []
-
-    class NoServer:
-        def __init__(self, config: Any) -> None:
-            built.append(config.app)
-
-        def run(self) -> None:
-            return None
-
-    monkeypatch.setattr(uvicorn, "Server", NoServer)
-    args = parser.parse_args(["serve", "--config", str(cfg), "--embedder", "local-q8",
-                              "--port", "0"])
-    assert args.func(args) == 0
+    app = serve_without_listening(monkeypatch, "--config", str(cfg), "--embedder", "local-q8",
+                                  "--port", "0")
     # the model is loaded (derived, probe-checked) when the app is built, before any request
-    assert built[0].state.service.embedder.id == MODEL_ID
-    assert built[0].state.service.embedder._session is not None
+    assert app.state.service.embedder.id == MODEL_ID
+    assert app.state.service.embedder._session is not None
 
 
 def test_the_q8_checkpoints_were_trained_with_the_flag() -> None:
