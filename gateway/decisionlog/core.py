@@ -93,20 +93,6 @@ class DecisionLog:
                 if hmac.compare_digest(token, key):
                     return f"key-{i}"
         return None
-        auth = api_key = b""
-        for name, value in headers:
-            if name == b"authorization" and not auth:
-                auth = value
-            elif name == b"x-api-key" and not api_key:
-                api_key = value
-        scheme, _, token = auth.partition(b" ")
-        if not (scheme.lower() == b"bearer" and token):
-            token = api_key
-        if token:
-            for i, key in enumerate(self._keys):
-                if hmac.compare_digest(token, key):
-                    return f"key-{i}"
-        return None
 
     def on_finish(self, scope: dict[str, Any], state: dict[str, Any], status: int,
                   latency_s: float) -> None:
