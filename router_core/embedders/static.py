@@ -81,6 +81,18 @@ def load_table(directory: Path) -> tuple[dict[str, Any], npt.NDArray[np.float32]
     return manifest, table, tokenizer
 
 
+def count_matrix(ids: Sequence[Sequence[int]], vocab: int, csr_matrix: Any,
+                 dtype: Any = np.float32) -> Any:
+    """`[texts, vocab]` sparse counts of each text's pieces, built by scipy's `csr_matrix`
+    (passed in, so that serving imports scipy once, when the embedder is built). A piece that
+    repeats is a repeated entry: products with the matrix sum them."""
+    lens = np.fromiter(map(len, ids), dtype=np.intp, count=len(ids))
+    flat = np.fromiter(chain.from_iterable(ids), dtype=np.intp, count=int(lens.sum()))
+    indptr = np.zeros(len(ids) + 1, dtype=np.intp)
+    np.cumsum(lens, out=indptr[1:])
+    return csr_matrix((np.ones(len(flat), dtype=dtype), flat, indptr), shape=(len(ids), vocab))
+
+
 class StaticEmbedder:
     """Mean of int8-distilled MiniLM token vectors: 256-d unit vectors, no model run."""
 
@@ -119,12 +131,7 @@ class StaticEmbedder:
     def _sum_rows(self, table: npt.NDArray[np.float32], ids: list[list[int]]) -> EmbeddingArray:
         """Row i = sum of `table[ids[i]]`, as one sparse-count by table product: no
         `[tokens, dim]` gather in memory (16 MB for 32 texts of 512 pieces)."""
-        lens = np.fromiter(map(len, ids), dtype=np.intp, count=len(ids))
-        flat = np.fromiter(chain.from_iterable(ids), dtype=np.intp, count=int(lens.sum()))
-        indptr = np.zeros(len(ids) + 1, dtype=np.intp)
-        np.cumsum(lens, out=indptr[1:])
-        counts = self._csr_matrix((np.ones(len(flat), dtype=np.float32), flat, indptr),
-                            shape=(len(ids), table.shape[0]))
+        counts = count_matrix(ids, table.shape[0], self._csr_matrix, np.float32)
         return np.ascontiguousarray(counts @ table, dtype=np.float32)
 
     def embed(self, texts: Sequence[str]) -> EmbeddingArray:

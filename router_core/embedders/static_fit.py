@@ -11,8 +11,9 @@ the teacher's embedding points. Two steps, both least squares on the texts only:
    texts]` system): `T = T0 + M^T (M M^T + lam I)^-1 (Y - M T0)`. Tokens no text uses keep
    their start vector.
 
-Used by `scripts/distill_tokenlearn.py` (the shipped table) and `benchmarks/static_variants.py`
-(the validation that chose the recipe). numpy and scipy only.
+Used by `scripts/distill_tokenlearn.py` (a candidate table, written outside the package: it
+did not pass the quality rule, docs/embedders.md) and `benchmarks/static_variants.py` (the
+validation that chose the recipe). numpy and scipy only.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import static
+
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
@@ -30,15 +33,11 @@ __all__ = ["count_matrix", "linear_map", "pooled", "tokenlearn"]
 
 
 def count_matrix(ids: Sequence[Sequence[int]], vocab: int) -> Any:
-    """`[texts, vocab]` sparse (CSR) counts of each text's pieces."""
+    """`[texts, vocab]` sparse (CSR) counts of each text's pieces, repeats summed: the serving
+    embedder's matrix (`static.count_matrix`) in float64."""
     from scipy.sparse import csr_matrix
 
-    lens = np.fromiter(map(len, ids), dtype=np.intp, count=len(ids))
-    flat = np.fromiter((i for row in ids for i in row), dtype=np.intp, count=int(lens.sum()))
-    indptr = np.zeros(len(ids) + 1, dtype=np.intp)
-    np.cumsum(lens, out=indptr[1:])
-    counts = csr_matrix((np.ones(len(flat), dtype=np.float64), flat, indptr),
-                        shape=(len(ids), vocab))
+    counts = static.count_matrix(ids, vocab, csr_matrix, np.float64)
     counts.sum_duplicates()
     return counts
 
