@@ -59,9 +59,8 @@ from router_core.training.embed_cache import (
     default_cache_dir,
     embed_texts,
 )
-from router_core.training.input_tokens import fit_input_tokens
-from router_core.training.policyfile import build_policies, load_policy_file, with_collected
-from router_core.training.trainer import INPUT_TOKENS, Prepared, cross_validate, prepare
+from router_core.training.policyfile import load_policy_file
+from router_core.training.trainer import Prepared, cross_validate, fit_policies, prepare
 from router_core.training.variants import AUTO_VARIANTS, VARIANTS, applicable
 
 F64 = npt.NDArray[np.float64]
@@ -152,11 +151,8 @@ def load(name: str, data_dir: Path, cache_dir: Path | None) -> Dataset:
     finally:
         embedder.close()
     policy_file = Path("checkpoints") / name / "policies.yaml"
-    pfile = with_collected(load_policy_file(policy_file) if policy_file.exists() else None,
-                           data.collected_policies)
-    fit = fit_input_tokens(build_policies(data.policies, pfile), data, prep.input_tokens,
-                           INPUT_TOKENS)
-    prep.input_scales = fit.scales
+    fit, _ = fit_policies(data, prep,
+                          load_policy_file(policy_file) if policy_file.exists() else None)
     texts = [routing_text(user_messages(p, None), 2000) for p in data.prompts]
     return Dataset(name, prep, list(fit.policies), texts)
 

@@ -26,15 +26,15 @@ from router_core.checkpoint import EmbedderSpec
 from router_core.embedders import make_embedder
 from router_core.training.dataset import load_outcomes
 from router_core.training.evaluate import r2_audc
-from router_core.training.input_tokens import fit_input_tokens
-from router_core.training.policyfile import build_policies, load_policy_file, with_collected
+from router_core.training.policyfile import load_policy_file
 from router_core.training.ridge import LinearBank, fit_ridge_bank, fit_shared_bank
 from router_core.training.trainer import (
-    INPUT_TOKENS,
     arms_of,
+    fit_policies,
     make_checkpoint,
     predict_arms,
     prepare,
+    query_folds,
 )
 from router_core.training.variants import VARIANTS, fit_variant
 
@@ -178,14 +178,9 @@ def validate(path: str, policy_file: str | None, names: list[str]) -> dict[str, 
         prep = prepare(data, embedder, None, progress=False)
     finally:
         embedder.close()
-    pfile = with_collected(load_policy_file(policy_file) if policy_file else None,
-                           data.collected_policies)
-    fit = fit_input_tokens(build_policies(data.policies, pfile), data, prep.input_tokens,
-                           INPUT_TOKENS)
+    fit, _ = fit_policies(data, prep, load_policy_file(policy_file) if policy_file else None)
     spec = EmbedderSpec(embedder.id, embedder.dim, embedder.normalized)
-    order = np.random.default_rng(0).permutation(data.n_queries)
-    fold_of = np.empty(data.n_queries, dtype=np.intp)
-    fold_of[order] = np.arange(data.n_queries) % 5
+    fold_of = query_folds(data.n_queries, 5)
     mi, pj = data.arm_cells()
     m, p = data.score.shape[1:]
     scores: dict[str, list[float]] = {}

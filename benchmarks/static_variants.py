@@ -37,15 +37,15 @@ from router_core.text import routing_text, user_messages
 from router_core.training.coverage import DEFAULT_MIN_ARM_ROWS, drop_sparse_arms
 from router_core.training.dataset import OutcomeData, load_outcomes
 from router_core.training.evaluate import r2_audc
-from router_core.training.input_tokens import fit_input_tokens
-from router_core.training.policyfile import build_policies, load_policy_file, with_collected
+from router_core.training.policyfile import load_policy_file
 from router_core.training.trainer import (
-    INPUT_TOKENS,
     Prepared,
     arms_of,
+    fit_policies,
     make_checkpoint,
     predict_arms,
     prepare,
+    query_folds,
 )
 from router_core.training.variants import AUTO_VARIANTS, VARIANTS, applicable, fit_variant
 
@@ -74,16 +74,10 @@ def load_train(name: str, minilm: object) -> Train:
     everything = drop_sparse_arms(everything, DEFAULT_MIN_ARM_ROWS, False, lambda _: None)
     data = everything.subset(everything.split_mask("train"))
     prep = prepare(data, minilm, None, progress=False)  # type: ignore[arg-type]
-    pfile = with_collected(load_policy_file(ROOT / "checkpoints" / name / "policies.yaml"),
-                           data.collected_policies)
-    fit = fit_input_tokens(build_policies(data.policies, pfile), data, prep.input_tokens,
-                           INPUT_TOKENS)
-    prep.input_scales = fit.scales
+    fit, _ = fit_policies(data, prep,
+                          load_policy_file(ROOT / "checkpoints" / name / "policies.yaml"))
     texts = [routing_text(user_messages(p), 2000) for p in data.prompts]
-    order = np.random.default_rng(0).permutation(data.n_queries)
-    fold_of = np.empty(data.n_queries, dtype=np.intp)
-    fold_of[order] = np.arange(data.n_queries) % FOLDS
-    return Train(name, data, texts, prep, list(fit.policies), fold_of)
+    return Train(name, data, texts, prep, list(fit.policies), query_folds(data.n_queries, FOLDS))
 
 
 def validate(ds: Train, embeddings_for_fold: Callable[[int], F64]) -> dict[str, float]:

@@ -30,7 +30,12 @@ from .dataset import OutcomeData, load_outcomes
 from .embed_cache import EmbeddingCache, default_cache_dir, embed_texts
 from .errors import DataError
 from .evaluate import Arms, r2_audc
-from .input_tokens import compare_input_tokens, conversation_tokens, fit_input_tokens
+from .input_tokens import (
+    InputTokenFit,
+    compare_input_tokens,
+    conversation_tokens,
+    fit_input_tokens,
+)
 from .interpolate import interpolate_budgets
 from .policyfile import (
     PolicyFile,
@@ -82,6 +87,18 @@ def prepare(data: OutcomeData, embedder: Embedder, cache_dir: str | Path | None,
     emb = embed_texts(embedder, texts, cache, progress=progress).astype(np.float64)
     tokens = conversation_tokens(data.prompts, system_prompt, INPUT_TOKENS)
     return Prepared(data, emb, tokens)
+
+
+def fit_policies(data: OutcomeData, prep: Prepared, pfile: PolicyFile | None,
+                 file: str = "meta") -> tuple[InputTokenFit, PolicyFile | None]:
+    """The policies `r2 train` fits with: `pfile` completed by the policies the data's meta
+    recorded, with each policy's input overhead and each model's input-token scale fitted on
+    `prep`'s counts (the scales are set on `prep`). Also the completed policies file."""
+    pfile = with_collected(pfile, data.collected_policies, file=file)
+    fit = fit_input_tokens(build_policies(data.policies, pfile), data, prep.input_tokens,
+                           INPUT_TOKENS)
+    prep.input_scales = fit.scales
+    return fit, pfile
 
 
 def make_checkpoint(heads: FittedHeads, data: OutcomeData, policies: Sequence[Policy],
@@ -152,6 +169,14 @@ class Validation:
     queries: list[int]
 
 
+def query_folds(n_queries: int, folds: int, seed: int = 0) -> npt.NDArray[np.intp]:
+    """The fold of each query in cross-validation: a seeded permutation dealt round-robin."""
+    order = np.random.default_rng(seed).permutation(n_queries)
+    fold_of = np.empty(n_queries, dtype=np.intp)
+    fold_of[order] = np.arange(n_queries) % folds
+    return fold_of
+
+
 def cross_validate(variants: Sequence[Variant], prep: Prepared, policies: Sequence[Policy],
                    embedder: EmbedderSpec, folds: int = 5, seed: int = 0,
                    progress: bool = True) -> Validation:
@@ -163,9 +188,7 @@ def cross_validate(variants: Sequence[Variant], prep: Prepared, policies: Sequen
     from tqdm.auto import tqdm
 
     data = prep.data
-    order = np.random.default_rng(seed).permutation(data.n_queries)
-    fold_of = np.empty(data.n_queries, dtype=np.intp)
-    fold_of[order] = np.arange(data.n_queries) % folds
+    fold_of = query_folds(data.n_queries, folds, seed)
     masks = policy_masks(data)
     out = Validation({v.name: [] for v in variants},
                      {v.name: {p: [] for p in masks} for v in variants}, [])
@@ -274,11 +297,9 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
         train_prep = prepare(data, embedder, cache_dir, progress)
     finally:
         embedder.close()
-    pfile = with_collected(pfile, data.collected_policies,
-                           file=", ".join(str(meta_path(Path(p))) for p in paths))
-    fit = fit_input_tokens(build_policies(data.policies, pfile), data, train_prep.input_tokens,
-                           INPUT_TOKENS)
-    specs, train_prep.input_scales = fit.policies, fit.scales
+    fit, pfile = fit_policies(data, train_prep, pfile,
+                              ", ".join(str(meta_path(Path(p))) for p in paths))
+    specs = fit.policies
     token_fit = compare_input_tokens(specs, data, train_prep.input_tokens, INPUT_TOKENS,
                                      fit.scales)
     spec = EmbedderSpec(embedder.id, embedder.dim, embedder.normalized)
