@@ -290,7 +290,7 @@ def test_default_embedder_is_the_quantised_onnx_one() -> None:
 
     emb = make_embedder(None)
     assert isinstance(emb, OnnxMiniLMQ8Embedder)
-    assert emb.id == "all-MiniLM-L6-v2-onnx-dq8pc"
+    assert emb.id == "all-MiniLM-L6-v2-onnx-dq8pc-mha"
     emb.close()
 
 

@@ -18,7 +18,7 @@ from router_core.training import evaluate, missing_instructions
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
 LOCAL_ID = "all-MiniLM-L6-v2-onnx-int8"
-Q8_ID = "all-MiniLM-L6-v2-onnx-dq8pc"
+Q8_ID = "all-MiniLM-L6-v2-onnx-dq8pc-mha"
 
 
 @pytest.mark.parametrize(("name", "embedder_id"), [

@@ -13,7 +13,7 @@ DEFAULT_CHECKPOINT = "checkpoints/default"
 #: Embedder config implied by a checkpoint's embedder id when no --config names one.
 KNOWN_EMBEDDERS = {
     "all-MiniLM-L6-v2-onnx-int8": {"kind": "local"},
-    "all-MiniLM-L6-v2-onnx-dq8pc": {"kind": "local-q8"},
+    "all-MiniLM-L6-v2-onnx-dq8pc-mha": {"kind": "local-q8"},
     "sentence-transformers/all-MiniLM-L6-v2": {"kind": "local-st"},
     "hash": {"kind": "hash"},
     "static-minilm-l6-v2-m2v256-int8": {"kind": "static-minilm"},
