@@ -58,7 +58,9 @@ class Writer:
         self._count = counted
         self._store: SQLStore | None = None
         self._retry_at = 0.0
-        self._swept = 0.0
+        # None: never swept. Not 0.0: time.monotonic() counts from boot, so on a machine up for
+        # less than SWEEP_S the first sweep would wait until the hour was up.
+        self._swept: float | None = None
         self._thread: threading.Thread | None = None
 
     # -- request side (event loop) ---------------------------------------------------------
@@ -190,7 +192,8 @@ class Writer:
             item.done.set_exception(RuntimeError("decision log store failed"))
 
     def _sweep(self) -> None:
-        if self._retention is None or time.monotonic() - self._swept < SWEEP_S:
+        if self._retention is None or (self._swept is not None
+                                       and time.monotonic() - self._swept < SWEEP_S):
             return
         store = self._connected()
         if store is None:
