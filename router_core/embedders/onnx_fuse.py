@@ -43,7 +43,7 @@ def fuse_minilm(model: onnx.ModelProto, layers: int = LAYERS, heads: int = HEADS
             f"MiniLM graph rewrite: found {fused_attention} attention blocks and {fused_gelu} "
             f"GELUs, expected {layers} of each; the ONNX export is not the one this rewrite "
             "was written for")
-    _prune_and_sort(work.graph)
+    prune_and_sort(work.graph)
     if not any(o.domain == "com.microsoft" for o in work.opset_import):
         work.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     model.CopyFrom(work)
@@ -183,7 +183,7 @@ def _replace(graph: onnx.GraphProto, outputs: set[str], nodes: Iterable[onnx.Nod
                             for name in sorted(outputs - known))
 
 
-def _prune_and_sort(graph: onnx.GraphProto) -> None:
+def prune_and_sort(graph: onnx.GraphProto) -> None:
     """Remove nodes and initialisers nothing uses any more; order the nodes topologically."""
     nodes = list(graph.node)
     wanted = {o.name for o in graph.output}
