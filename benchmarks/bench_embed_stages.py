@@ -17,11 +17,20 @@ In one process, on the real all-MiniLM-L6-v2 int8 ONNX embedder (`OnnxMiniLMEmbe
    thread, by prompt length and batch size, alternating; the ratio q8/local and the cosine of
    their vectors.
 
+5. **local-q8 v1 vs v2** (`--only fuse` runs just this): the derived graph as first shipped
+   (v1: the export quantised as it was, served with ONNX Runtime's SkipLayerNormalization
+   fusion), the same graph with that fusion off, and v2 (attention and GELU fused into contrib
+   ops before quantising, `onnx_fuse.py`, SkipLayerNormalization fusion off): CPU per text, one
+   text per run (as `local-q8` embeds), one thread, alternating; ratios to v1 and the least
+   cosine of v2's vectors to v1's (the quantiser's dynamic scales see different fp32 rounding,
+   which is why v2 has its own id and checkpoints).
+
 Rows alternate before/after `--rounds` times; ratios are within the run. The machine is shared:
 compare the ratios, not the absolute numbers across runs.
 
     python benchmarks/bench_embed_stages.py --rounds 3
     python benchmarks/bench_embed_stages.py --only q8 --rounds 5
+    python benchmarks/bench_embed_stages.py --only fuse --rounds 5
 """
 
 from __future__ import annotations
@@ -166,6 +175,57 @@ def q8_vs_local(rounds: int) -> list[dict[str, Any]]:
     return out
 
 
+def fuse_v1_v2(rounds: int) -> list[dict[str, Any]]:
+    import tempfile
+
+    from router_core.embedders.local_onnx import verified_model_file
+    from router_core.embedders.local_q8 import OnnxMiniLMQ8Embedder, derive
+
+    class Graph(OnnxMiniLMQ8Embedder):
+        """`local-q8`'s pipeline on a given graph and optimiser set, no probe check."""
+
+        def __init__(self, model: Path, disabled: tuple[str, ...]) -> None:
+            self._path, self.disabled_optimizers = model, disabled
+            super().__init__(threads=1)
+
+        def _model_path(self) -> Path:
+            return self._path
+
+        def _check_probes(self) -> None:
+            pass
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        v1, v2 = Path(tmp) / "v1.onnx", Path(tmp) / "v2.onnx"
+        derive(verified_model_file()[0], v1, fuse=False)
+        derive(verified_model_file()[0], v2)
+        graphs = {"v1": Graph(v1, ()), "v1-noSLN": Graph(v1, ("SkipLayerNormFusion",)),
+                  "v2": Graph(v2, ("SkipLayerNormFusion",))}
+        for name, texts in (("short", SHORT), ("medium", MEDIUM), ("long", LONG)):
+            cpu: dict[str, list[float]] = {k: [] for k in graphs}
+            for _ in range(rounds):
+                for k, emb in graphs.items():
+                    cpu[k].append(cpu_per_text(
+                        lambda t=texts, e=emb: [e.embed([x]) for x in t], len(texts), 0.5)[0])
+            cos = np.sum(graphs["v1"].embed(texts) * graphs["v2"].embed(texts), axis=1)
+            med = {k: statistics.median(v) for k, v in cpu.items()}
+            out.append({"prompts": name, "cpu_ms_per_text": med,
+                        "ratio_to_v1": {k: v / med["v1"] for k, v in med.items()},
+                        "min_cosine_v2_v1": float(cos.min())})
+        for emb in graphs.values():
+            emb.close()
+    return out
+
+
+def print_fuse(rows: list[dict[str, Any]]) -> None:
+    print("\nlocal-q8 v1 vs v2, one text per run, 1 thread: CPU ms per text (median of rounds)")
+    print(f"{'prompts':<8}{'v1':>8}{'v1-noSLN':>10}{'v2':>8}{'v2/v1':>8}{'min cos v2/v1':>15}")
+    for r in rows:
+        c, q = r["cpu_ms_per_text"], r["ratio_to_v1"]
+        print(f"{r['prompts']:<8}{c['v1']:>8.2f}{c['v1-noSLN']:>10.2f}{c['v2']:>8.2f}"
+              f"{q['v2']:>8.2f}{r['min_cosine_v2_v1']:>15.4f}")
+
+
 def print_q8(rows: list[dict[str, Any]]) -> None:
     print("\nlocal vs local-q8, 1 thread: CPU ms per text (median of rounds)")
     print(f"{'prompts':<8}{'batch':>6}{'tokens':>8}{'local':>9}{'q8':>8}{'q8/local':>10}"
@@ -180,13 +240,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", metavar="OUT")
-    parser.add_argument("--only", choices=["all", "q8"], default="all",
-                        help="q8: only the local vs local-q8 comparison (section 4)")
+    parser.add_argument("--only", choices=["all", "q8", "fuse"], default="all",
+                        help="q8: only the local vs local-q8 comparison (section 4); fuse: "
+                             "only local-q8 v1 vs v2 (section 5)")
     args = parser.parse_args(argv)
     from router_core.embedders.local_onnx import OnnxMiniLMEmbedder
 
     load0 = os.getloadavg()[0]
     print(f"bench_embed_stages: {len(os.sched_getaffinity(0))} CPUs, load average {load0:.2f}")
+    if args.only == "fuse":
+        fuse_rows = fuse_v1_v2(args.rounds)
+        print_fuse(fuse_rows)
+        print(f"\nload average {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"fuse": fuse_rows}, indent=1) + "\n")
+        return 0
     if args.only == "q8":
         q8_rows = q8_vs_local(args.rounds)
         print_q8(q8_rows)
@@ -218,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['wall_ms_per_text']:6.2f} ms/text  cpu x{r['cpu_ratio_vs_spinning']:.2f}")
     report["q8"] = q8_vs_local(args.rounds)
     print_q8(report["q8"])
+    report["fuse"] = fuse_v1_v2(args.rounds)
+    print_fuse(report["fuse"])
     report["loadavg"] = [load0, os.getloadavg()[0]]
     print(f"\nload average {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     if args.json:

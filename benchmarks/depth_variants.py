@@ -21,6 +21,10 @@ docs/embedders.md.
 
     nice -n 5 python benchmarks/depth_variants.py
     nice -n 5 python benchmarks/depth_variants.py --layers 4 6 --json out.json
+    nice -n 5 python benchmarks/depth_variants.py --test-depth 3
+
+Outcome (2026-12-02, docs/embedders.md "Fewer layers"): k=3 passed the first step and failed the
+second (mcqa_nine_models 0.0155 below MiniLM on test), so nothing shipped.
 """
 
 from __future__ import annotations
@@ -34,54 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 from bench_embed_stages import LONG, MEDIUM
 from embedder_variants import DATASETS, load, validate
-from onnx import helper
-from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from router_core.embedders.local_onnx import verified_model_file
-from router_core.embedders.local_q8 import OnnxMiniLMQ8Embedder
-from router_core.embedders.onnx_fuse import LAYERS, fuse_minilm, prune_and_sort
+from router_core.embedders.local_q8 import OnnxMiniLMQ8Embedder, derive
+from router_core.embedders.onnx_fuse import LAYERS
 from router_core.training.embed_cache import EmbeddingCache, embed_texts
-
-
-def truncate_layers(model: onnx.ModelProto, layers: int) -> None:
-    """Make layer `layers`'s output the graph's `last_hidden_state` (in place, fused graph).
-
-    The fused MiniLM has 1 + 2 * LAYERS LayerNormalization nodes in order (embeddings, then
-    each layer's attention and feed-forward outputs): layer k ends at the (2k)-th after the
-    first."""
-    norms = [n for n in model.graph.node if n.op_type == "LayerNormalization"]
-    if len(norms) != 1 + 2 * LAYERS:
-        raise ValueError(f"expected {1 + 2 * LAYERS} LayerNormalization nodes, found {len(norms)}")
-    if layers == LAYERS:
-        return
-    for node in model.graph.node:
-        node.output[:] = ["r2_unused_output" if o == "last_hidden_state" else o
-                          for o in node.output]
-    model.graph.node.append(helper.make_node("Identity", [norms[2 * layers].output[0]],
-                                             ["last_hidden_state"], name="r2_truncate"))
-    prune_and_sort(model.graph)
-
-
-def derive_depth(layers: int, out: Path) -> None:
-    """`local_q8.derive`'s recipe with the graph cut after `layers` layers."""
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        opts.optimized_model_filepath = str(fp32)
-        ort.InferenceSession(str(verified_model_file()[0]), sess_options=opts,
-                             providers=["CPUExecutionProvider"])
-        graph = onnx.load(str(fp32))
-        fuse_minilm(graph)
-        truncate_layers(graph, layers)
-        fused = Path(tmp) / "fused.onnx"
-        onnx.save(graph, str(fused))
-        quantize_dynamic(fused, out, weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=True)
 
 
 class DepthEmbedder(OnnxMiniLMQ8Embedder):
@@ -114,6 +77,48 @@ def cpu_per_text(embedders: dict[int, DepthEmbedder], texts: Sequence[str],
     return {k: float(np.median(v)) for k, v in samples.items()}
 
 
+def test_depth(layers: int, datasets: Sequence[str], data_dir: Path) -> dict[str, Any]:
+    """The rule's second step for one depth: `r2 train` (variant auto, each dataset's policies
+    file, as the shipped checkpoints) and `r2 eval` on the test split, in this process with the
+    cut graph; and `r2 eval` of the shipped MiniLM (`local`) checkpoint in the same run."""
+    from router_core import load_checkpoint, make_embedder
+    from router_core.training import trainer
+    from router_core.training.checkpoint_eval import evaluate
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / f"l{layers}.onnx"
+        derive(verified_model_file()[0], model, layers=layers)
+        emb = DepthEmbedder(model, layers)
+        real_make = trainer.make_embedder
+        trainer.make_embedder = lambda _cfg: DepthEmbedder(model, layers)  # type: ignore
+        local = make_embedder({"kind": "local", "threads": 1})
+        try:
+            for name in datasets:
+                data = data_dir / f"{name}.jsonl.gz"
+                ckpt_dir = Path(tmp) / f"{name}-l{layers}"
+                trainer.train([data], ckpt_dir, {"kind": f"local-q8 cut after {layers}"},
+                              policies_file=Path("checkpoints") / name / "policies.yaml",
+                              cache_dir=Path(tmp) / "cache", progress=False,
+                              log=lambda _: None)
+                cut = evaluate([data], load_checkpoint(ckpt_dir), emb, progress=False)
+                ref = evaluate([data], load_checkpoint(Path("checkpoints") / name), local,
+                               progress=False)
+                row = {"audc": cut.routers["r2"].audc, "qnc": cut.routers["r2"].qnc,
+                       "local_audc": ref.routers["r2"].audc}
+                out[name] = row
+                print(f"{name:<20} k={layers} test AUDC {row['audc']:.4f} (QNC "
+                      f"{row['qnc']:.3f}); MiniLM `local` {row['local_audc']:.4f}; difference "
+                      f"{row['audc'] - row['local_audc']:+.4f}", flush=True)
+        finally:
+            trainer.make_embedder = real_make
+            local.close()
+            emb.close()
+    ok = all(r["audc"] - r["local_audc"] >= -0.005 for r in out.values())
+    print(f"k={layers}: test AUDC within 0.005 of MiniLM on every dataset: {ok}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, nargs="+", default=[3, 4, 5, 6])
@@ -121,7 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", metavar="OUT")
+    parser.add_argument("--test-depth", type=int, metavar="K",
+                        help="only the rule's second step: train depth K and measure it on the "
+                             "test split next to MiniLM (run it for the k the first step chose)")
     args = parser.parse_args(argv)
+    if args.test_depth is not None:
+        result = test_depth(args.test_depth, args.datasets, Path(args.data_dir))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+        return 0
     if any(not 1 <= k <= LAYERS for k in args.layers):
         parser.error(f"--layers must be within 1..{LAYERS}")
     results: dict[str, Any] = {"cpu_ms_per_text": {}, "validation": {}}
@@ -129,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         embedders = {}
         for k in sorted(set(args.layers)):
             path = Path(tmp) / f"l{k}.onnx"
-            derive_depth(k, path)
+            derive(verified_model_file()[0], path, layers=k)
             embedders[k] = DepthEmbedder(path, k)
         for label, texts in (("medium", MEDIUM), ("long", LONG)):
             cpu = cpu_per_text(embedders, texts, args.rounds)

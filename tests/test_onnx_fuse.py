@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from router_core import EmbedderError
 from router_core.embedders.local_onnx import verified_model_file
-from router_core.embedders.onnx_fuse import fuse_minilm
+from router_core.embedders.onnx_fuse import fuse_minilm, truncate_layers
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +80,30 @@ def test_a_graph_of_another_shape_is_refused_not_half_rewritten() -> None:
     with pytest.raises(EmbedderError, match="found 0 attention blocks and 0 GELUs, expected 6"):
         fuse_minilm(model)
     assert [n.op_type for n in model.graph.node] == ["Softmax"]
+
+
+def test_a_cut_graph_outputs_that_layer_and_runs_only_the_layers_before_it(
+        fp32_model: Path) -> None:
+    full = onnx.load(str(fp32_model))
+    fuse_minilm(full)
+    norms = [n for n in full.graph.node if n.op_type == "LayerNormalization"]
+    cut = onnx.ModelProto()
+    cut.CopyFrom(full)
+    truncate_layers(cut, 3)
+    ops = [n.op_type for n in cut.graph.node]
+    assert ops.count("MultiHeadAttention") == 3 and ops.count("Gelu") == 3
+    # the full graph with layer 3's output exposed gives the same tensor
+    full.graph.output.append(helper.make_tensor_value_info(norms[6].output[0],
+                                                           TensorProto.FLOAT, None))
+    ids = np.array([[101, 7592, 2088, 2003, 1037, 3231, 102]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    inputs = {i.name for i in _session(cut).get_inputs()}
+    if "token_type_ids" in inputs:
+        feeds["token_type_ids"] = np.zeros_like(ids)
+    (hidden,) = _session(cut).run(["last_hidden_state"], feeds)
+    _, layer3 = _session(full).run(["last_hidden_state", norms[6].output[0]], feeds)
+    np.testing.assert_allclose(hidden, layer3, atol=1e-5)
+    unchanged = onnx.ModelProto()
+    unchanged.CopyFrom(cut)
+    with pytest.raises(ValueError, match="layers must be within 1..6"):
+        truncate_layers(unchanged, 7)

@@ -1,10 +1,10 @@
 """Embedders behind one protocol, built from a config mapping by `make_embedder`.
 
-Kinds: `local-q8` (the offline default: all-MiniLM-L6-v2 with integer arithmetic on ONNX
-Runtime, derived once from `local`'s file; about half its CPU), `local` (the same model as
-shipped: int8 weights computed in fp32), `local-st`
-(the same model in fp32 on sentence-transformers/torch, extra `r2-gateway[torch]`), `remote`
-(any OpenAI-compatible `/v1/embeddings`, e.g. vLLM serving Qwen3-0.6B with `--runner pooling`),
+Kinds: `local-q8` (the offline default: all-MiniLM-L6-v2 with integer arithmetic and fused
+attention on ONNX Runtime, derived once from `local`'s file; a quarter to a third of its CPU),
+`local` (the same model as shipped: int8 weights computed in fp32), `local-st` (the same
+model in fp32 on sentence-transformers/torch, extra `r2-gateway[torch]`), `remote` (any
+OpenAI-compatible `/v1/embeddings`, e.g. vLLM serving Qwen3-0.6B with `--runner pooling`),
 `vllm` (in-process vLLM pooling, extra `r2-gateway[vllm]`), `static-minilm` (the fast offline
 option: token vectors distilled from MiniLM, no model run; see docs/embedders.md), `hash`
 (deterministic, for tests).
@@ -26,7 +26,7 @@ __all__ = ["Embedder", "EmbeddingArray", "HashEmbedder", "check_options", "descr
 
 KINDS = ("hash", "local", "local-q8", "local-st", "remote", "static-minilm", "vllm")
 #: The kind a config without one gets (issue 19: within 0.005 test AUDC of `local` on every
-#: shared dataset, about half its CPU per text; docs/embedders.md).
+#: shared dataset, a quarter to a third of its CPU per text; docs/embedders.md).
 DEFAULT_KIND = "local-q8"
 
 

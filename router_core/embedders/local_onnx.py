@@ -120,6 +120,11 @@ class OnnxMiniLMEmbedder:
     #: Run every text on its own instead of in length buckets: for a graph whose result for
     #: one row depends on the other rows of its run (dynamic activation quantisation).
     one_run_per_text = False
+    #: ONNX Runtime graph optimisers not to run. SkipLayerNormalization (its fusion of the
+    #: residual Add and the LayerNorm) is a slow kernel here: 133 us against 17-27 us for Add +
+    #: LayerNormalization on one 35 x 384 input (onnxruntime 1.32, one thread), 12 per run;
+    #: unfused, the same arithmetic (fp32 vectors within 3e-6).
+    disabled_optimizers: tuple[str, ...] = ("SkipLayerNormFusion",)
 
     def __init__(self, max_chars: int = 2000, batch_size: int = 32,
                  threads: int | None = None) -> None:
@@ -165,12 +170,9 @@ class OnnxMiniLMEmbedder:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # SkipLayerNormalization (the fusion of residual Add + LayerNorm) is ONNX Runtime's slow
-        # kernel here: 133 us against 17-27 us for Add + LayerNormalization on one 35 x 384
-        # input (onnxruntime 1.32, one thread), 12 of them per run. Same arithmetic unfused.
         session = ort.InferenceSession(str(model), sess_options=opts,
                                        providers=["CPUExecutionProvider"],
-                                       disabled_optimizers=["SkipLayerNormFusion"])
+                                       disabled_optimizers=list(self.disabled_optimizers))
         names = tuple(i.name for i in session.get_inputs())
         missing = {"input_ids", "attention_mask"} - set(names)
         if missing:

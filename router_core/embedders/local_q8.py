@@ -68,15 +68,17 @@ def probe_file() -> Path:
     return Path(__file__).parent / "data" / "local-q8-probes.npz"
 
 
-def derive(source: Path, out: Path) -> None:
-    """Write the dynamically quantised, per-channel int8 graph of ONNX file `source` to `out`."""
+def derive(source: Path, out: Path, fuse: bool = True, layers: int | None = None) -> None:
+    """Write the dynamically quantised, per-channel int8 graph of ONNX file `source` to `out`.
+    For benchmarks: `fuse=False` skips the attention / GELU fusion (derivation v1); `layers`
+    cuts the fused graph after that layer (benchmarks/depth_variants.py; None: all six)."""
     import onnxruntime as ort
 
     try:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        from .onnx_fuse import fuse_minilm
+        from .onnx_fuse import fuse_minilm, truncate_layers
     except ImportError as exc:  # `onnx` is a core dependency; only missing in a broken install
         raise EmbedderError("deriving the local-q8 model needs the `onnx` package "
                             f"(onnxruntime {ort.__version__}): {exc}") from exc
@@ -90,10 +92,14 @@ def derive(source: Path, out: Path) -> None:
             opts.optimized_model_filepath = str(fp32)
             ort.InferenceSession(str(source), sess_options=opts,
                                  providers=["CPUExecutionProvider"])
-            graph = onnx.load(str(fp32))
-            fuse_minilm(graph)
-            fused = Path(tmp) / "fused.onnx"
-            onnx.save(graph, str(fused))
+            fused = fp32
+            if fuse:
+                graph = onnx.load(str(fp32))
+                fuse_minilm(graph)
+                if layers is not None:
+                    truncate_layers(graph, layers)
+                fused = Path(tmp) / "fused.onnx"
+                onnx.save(graph, str(fused))
             quantize_dynamic(fused, out, weight_type=QuantType.QInt8, per_channel=True,
                              reduce_range=True)
     finally:
