@@ -248,19 +248,14 @@ def main(argv: list[str] | None = None) -> int:
 
     load0 = os.getloadavg()[0]
     print(f"bench_embed_stages: {len(os.sched_getaffinity(0))} CPUs, load average {load0:.2f}")
-    if args.only == "fuse":
-        fuse_rows = fuse_v1_v2(args.rounds)
-        print_fuse(fuse_rows)
+    sections = {"q8": (q8_vs_local, print_q8), "fuse": (fuse_v1_v2, print_fuse)}
+    if args.only in sections:
+        measure, show = sections[args.only]
+        rows = measure(args.rounds)
+        show(rows)
         print(f"\nload average {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
         if args.json:
-            Path(args.json).write_text(json.dumps({"fuse": fuse_rows}, indent=1) + "\n")
-        return 0
-    if args.only == "q8":
-        q8_rows = q8_vs_local(args.rounds)
-        print_q8(q8_rows)
-        print(f"\nload average {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
-        if args.json:
-            Path(args.json).write_text(json.dumps({"q8": q8_rows}, indent=1) + "\n")
+            Path(args.json).write_text(json.dumps({args.only: rows}, indent=1) + "\n")
         return 0
     emb = OnnxMiniLMEmbedder(threads=1)
     report: dict[str, Any] = {"stages": stages(emb, args.rounds),
