@@ -5,7 +5,7 @@ Cast/Mul dequantisation, which ONNX Runtime folds back to fp32 at load: it compu
 This kind runs a graph *derived* from that file, once per machine, with ONNX Runtime's own
 tools and no network: fold it to fp32 (`ORT_ENABLE_BASIC` with `optimized_model_filepath`),
 fuse each attention block and GELU into one contrib op (`onnx_fuse.fuse_minilm`: the export's
-~270 small nodes per run become ~115), then `quantize_dynamic(weight_type=QInt8,
+264 nodes per run become 90), then `quantize_dynamic(weight_type=QInt8,
 per_channel=True, reduce_range=True)`, so the projections run as integer kernels
 (DynamicQuantizeLinear / MatMulInteger). Measured on one thread: about 3x less CPU per text
 than `local`, vectors at cosine >= 0.98 to it (docs/embedders.md). Per-tensor

