@@ -1,5 +1,6 @@
 """Write `router_core/embedders/data/local-q8-probes.npz`: the probe texts and the vectors the
-`local-q8` embedder gives them, which every later load must reproduce (cosine >= 0.999).
+`local-q8` embedder gives them, which every later load must reproduce (cosine >=
+`local_q8.PROBE_MIN_COSINE`).
 
 Run once when the derivation recipe (`local_q8.DERIVATION_VERSION`) changes, with the
 onnxruntime the checkpoints are trained with; it derives into a temporary cache directory, so

@@ -54,8 +54,13 @@ MODEL_ID = "all-MiniLM-L6-v2-onnx-dq8pc-mha"
 #: first (`onnx_fuse.fuse_minilm`): about a third less CPU per text, and new vectors (the
 #: quantiser's dynamic scales see different fp32 rounding), hence a new id.
 DERIVATION_VERSION = 2
-#: Least cosine between a probe's vector and its shipped reference.
-PROBE_MIN_COSINE = 0.999
+#: Least cosine between a probe's vector and its shipped reference. Measured (2026-12-02): other
+#: onnxruntime releases compute the same graph to least probe cosines of 0.974-0.998 (fp32
+#: rounding moved across int8 steps), and the shipped checkpoints route the same on them (test
+#: AUDC within 0.001 on all three shared datasets with 1.19.2 and 1.28.0); a different recipe is
+#: far below (per-tensor weights: 0.90 to `local`). 0.999 refused those harmless releases, and so
+#: would have refused CPUs whose fp32 kernels sum in another order.
+PROBE_MIN_COSINE = 0.97
 
 
 def default_model_dir() -> Path:
