@@ -404,7 +404,10 @@ async def _sse(iterator: AsyncIterator[Any], head: Any, svc: Service, outcome: O
             except StopAsyncIteration:
                 break
             except TimeoutError:
-                if time.monotonic() >= deadline:
+                # Which bound the wait had, not the clock afterwards: a timer may fire a hair
+                # before `deadline` by time.monotonic() (uvloop's timers tick in milliseconds),
+                # which reported a stream cut at the limit as an upstream timeout.
+                if left <= timeout:
                     raise _stream_too_long(server.max_stream_s) from None
                 raise
     except asyncio.CancelledError:
