@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_embed_stages import LONG, MEDIUM
+from bench_embed_stages import LONG, MEDIUM, GraphEmbedder
 from embedder_variants import DATASETS, load, validate
 
 from router_core.embedders.local_onnx import verified_model_file
@@ -47,22 +47,12 @@ from router_core.embedders.onnx_fuse import LAYERS
 from router_core.training.embed_cache import EmbeddingCache, embed_texts
 
 
-class DepthEmbedder(OnnxMiniLMQ8Embedder):
+def depth_embedder(model: Path, layers: int) -> GraphEmbedder:
     """`local-q8`'s pipeline on a graph of `layers` layers (no probe check: no reference)."""
-
-    def __init__(self, model: Path, layers: int) -> None:
-        self._path = model
-        self.model_id = f"{OnnxMiniLMQ8Embedder.model_id}-l{layers}"
-        super().__init__(threads=1)
-
-    def _model_path(self) -> Path:
-        return self._path
-
-    def _check_probes(self) -> None:
-        pass
+    return GraphEmbedder(model, f"{OnnxMiniLMQ8Embedder.model_id}-l{layers}")
 
 
-def cpu_per_text(embedders: dict[int, DepthEmbedder], texts: Sequence[str],
+def cpu_per_text(embedders: dict[int, GraphEmbedder], texts: Sequence[str],
                  rounds: int) -> dict[int, float]:
     """Median over rounds of CPU ms per text, one text per call, depths alternating."""
     samples: dict[int, list[float]] = {k: [] for k in embedders}
@@ -89,9 +79,7 @@ def test_depth(layers: int, datasets: Sequence[str], data_dir: Path) -> dict[str
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / f"l{layers}.onnx"
         derive(verified_model_file()[0], model, layers=layers)
-        emb = DepthEmbedder(model, layers)
-        real_make = trainer.make_embedder
-        trainer.make_embedder = lambda _cfg: DepthEmbedder(model, layers)  # type: ignore
+        emb = depth_embedder(model, layers)
         local = make_embedder({"kind": "local", "threads": 1})
         try:
             for name in datasets:
@@ -100,7 +88,7 @@ def test_depth(layers: int, datasets: Sequence[str], data_dir: Path) -> dict[str
                 trainer.train([data], ckpt_dir, {"kind": f"local-q8 cut after {layers}"},
                               policies_file=Path("checkpoints") / name / "policies.yaml",
                               cache_dir=Path(tmp) / "cache", progress=False,
-                              log=lambda _: None)
+                              log=lambda _: None, embedder=emb)
                 cut = evaluate([data], load_checkpoint(ckpt_dir), emb, progress=False)
                 ref = evaluate([data], load_checkpoint(Path("checkpoints") / name), local,
                                progress=False)
@@ -111,7 +99,6 @@ def test_depth(layers: int, datasets: Sequence[str], data_dir: Path) -> dict[str
                       f"{row['qnc']:.3f}); MiniLM `local` {row['local_audc']:.4f}; difference "
                       f"{row['audc'] - row['local_audc']:+.4f}", flush=True)
         finally:
-            trainer.make_embedder = real_make
             local.close()
             emb.close()
     ok = all(r["audc"] - r["local_audc"] >= -0.005 for r in out.values())
@@ -143,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in sorted(set(args.layers)):
             path = Path(tmp) / f"l{k}.onnx"
             derive(verified_model_file()[0], path, layers=k)
-            embedders[k] = DepthEmbedder(path, k)
+            embedders[k] = depth_embedder(path, k)
         for label, texts in (("medium", MEDIUM), ("long", LONG)):
             cpu = cpu_per_text(embedders, texts, args.rounds)
             results["cpu_ms_per_text"][label] = cpu

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 
 from router_core import EmbedderError
 from router_core.embedders.local_onnx import verified_model_file
+from router_core.embedders.local_q8 import fold_to_fp32
 from router_core.embedders.onnx_fuse import fuse_minilm, truncate_layers
 
 
@@ -21,11 +22,7 @@ from router_core.embedders.onnx_fuse import fuse_minilm, truncate_layers
 def fp32_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `local` file folded to fp32, as `local_q8.derive` starts from."""
     out = tmp_path_factory.mktemp("fuse") / "fp32.onnx"
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    opts.optimized_model_filepath = str(out)
-    ort.InferenceSession(str(verified_model_file()[0]), sess_options=opts,
-                         providers=["CPUExecutionProvider"])
+    fold_to_fp32(verified_model_file()[0], out)
     return out
 
 

@@ -31,17 +31,17 @@ LAYERS = 6
 HEADS = 12
 
 
-def fuse_minilm(model: onnx.ModelProto, layers: int = LAYERS, heads: int = HEADS) -> None:
+def fuse_minilm(model: onnx.ModelProto) -> None:
     """Rewrite `model` in place: attention -> MultiHeadAttention, GELU -> Gelu; prune the rest.
     On a graph of another shape, raise and leave `model` as it was."""
     work = onnx.ModelProto()
     work.CopyFrom(model)
-    fused_attention = _fuse_attention(work.graph, heads)
+    fused_attention = _fuse_attention(work.graph)
     fused_gelu = _fuse_gelu(work.graph)
-    if fused_attention != layers or fused_gelu != layers:
+    if fused_attention != LAYERS or fused_gelu != LAYERS:
         raise EmbedderError(
             f"MiniLM graph rewrite: found {fused_attention} attention blocks and {fused_gelu} "
-            f"GELUs, expected {layers} of each; the ONNX export is not the one this rewrite "
+            f"GELUs, expected {LAYERS} of each; the ONNX export is not the one this rewrite "
             "was written for")
     prune_and_sort(work.graph)
     if not any(o.domain == "com.microsoft" for o in work.opset_import):
@@ -122,7 +122,7 @@ class _Index:
         return None
 
 
-def _fuse_attention(graph: onnx.GraphProto, heads: int) -> int:
+def _fuse_attention(graph: onnx.GraphProto) -> int:
     """Softmax(Q K^T + mask) V blocks -> MultiHeadAttention(Q, K, V, key_padding_mask)."""
     index = _Index(graph)
     mask = "r2_attention_mask_int32"
@@ -147,7 +147,7 @@ def _fuse_attention(graph: onnx.GraphProto, heads: int) -> int:
             continue
         out = str(reshape.output[0])
         added.append(helper.make_node("MultiHeadAttention", [q, k, v, "", mask], [out],
-                                      domain="com.microsoft", num_heads=heads,
+                                      domain="com.microsoft", num_heads=HEADS,
                                       name=f"r2_attention_{len(added)}"))
         replaced.add(out)
     if added:
@@ -231,12 +231,10 @@ def prune_and_sort(graph: onnx.GraphProto) -> None:
         nodes = [n for n in nodes if id(n) not in ready_ids]
     del graph.node[:]
     graph.node.extend(ordered)
-    used = set()
-    for node in ordered:
-        used.update(node.input)
+    used = {name for node in ordered for name in node.input}
     initializers = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(initializers)
-    values = [v for v in graph.value_info if v.name in used or v.name in available]
+    values = [v for v in graph.value_info if v.name in available]  # tensors still produced
     del graph.value_info[:]
     graph.value_info.extend(values)

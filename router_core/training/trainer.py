@@ -271,8 +271,12 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
           cache_dir: str | Path | None = None, name: str | None = None,
           interpolate: Sequence[int] = (), progress: bool = True, log: Log = print,
           models: Sequence[str] | None = None, policies: Sequence[str] | None = None,
-          min_arm_rows: int = DEFAULT_MIN_ARM_ROWS, strict: bool = False) -> Checkpoint:
+          min_arm_rows: int = DEFAULT_MIN_ARM_ROWS, strict: bool = False,
+          embedder: Embedder | None = None) -> Checkpoint:
     """Fit on the train split of `paths` and write a checkpoint to `out`.
+
+    The prompts are embedded by `make_embedder(embedder_cfg)`, or by `embedder` when given
+    (the caller's, left open; `embedder_cfg` is then only recorded in the provenance).
 
     The whole data is read and checked, and its coverage printed, before anything is embedded.
     `models` / `policies` restrict it to a subset; arms with fewer than `min_arm_rows` train
@@ -292,17 +296,19 @@ def train(paths: Sequence[str | Path], out: str | Path, embedder_cfg: Mapping[st
         f"{len(data.policies)} policies ({int(data.present.sum())} arms); "
         f"{int((~data.complete).sum())} queries lack some arms "
         f"({everything.unscored_rows} rows without a score)")
-    embedder = make_embedder(embedder_cfg)
+    own = embedder is None
+    emb = make_embedder(embedder_cfg) if embedder is None else embedder
     try:
-        train_prep = prepare(data, embedder, cache_dir, progress)
+        train_prep = prepare(data, emb, cache_dir, progress)
     finally:
-        embedder.close()
+        if own:
+            emb.close()
     fit, pfile = fit_policies(data, train_prep, pfile,
                               ", ".join(str(meta_path(Path(p))) for p in paths))
     specs = fit.policies
     token_fit = compare_input_tokens(specs, data, train_prep.input_tokens, INPUT_TOKENS,
                                      fit.scales)
-    spec = EmbedderSpec(embedder.id, embedder.dim, embedder.normalized)
+    spec = EmbedderSpec(emb.id, emb.dim, emb.normalized)
     choice = choose_variant(variant, train_prep, specs, spec, folds, log, progress)
     log(f"variant: {choice.variant.name}")
     if choice.point_policy is not None and len(choice.point) > 1:
