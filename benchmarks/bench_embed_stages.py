@@ -25,12 +25,21 @@ In one process, on the real all-MiniLM-L6-v2 int8 ONNX embedder (`OnnxMiniLMEmbe
    cosine of v2's vectors to v1's (the quantiser's dynamic scales see different fp32 rounding,
    which is why v2 has its own id and checkpoints).
 
+6. **Pooling and the interpreter lock** (`--only gil`): `local-q8` embedding the medium prompts
+   on a worker thread (as the gateway's batcher does) while the main thread either sleeps or
+   runs pure-Python work without pause (as a loaded event loop does), with pooling in numpy
+   after the run (before) and inside the ONNX graph (now, `local_onnx.pooled_graph`): texts
+   embedded per second by the worker, and the main thread's work done per second, alternating.
+   numpy gives up the interpreter lock inside each ufunc on arrays this size; taking it back from
+   a thread that never blocks waits up to the switch interval (5 ms).
+
 Rows alternate before/after `--rounds` times; ratios are within the run. The machine is shared:
 compare the ratios, not the absolute numbers across runs.
 
     python benchmarks/bench_embed_stages.py --rounds 3
     python benchmarks/bench_embed_stages.py --only q8 --rounds 5
     python benchmarks/bench_embed_stages.py --only fuse --rounds 5
+    python benchmarks/bench_embed_stages.py --only gil --rounds 5
 """
 
 from __future__ import annotations
@@ -78,7 +87,7 @@ def cpu_per_text(fn: Callable[[], Any], texts: int, min_s: float = 1.0) -> tuple
 def padded_per_batch(emb: Any, texts: list[str]) -> np.ndarray:
     """The embedder as before: one run, every row padded to the batch's longest text."""
     rows = [e.ids for e in emb._tokenizer.encode_batch(texts)]
-    emb._stages = {"tokenize": 0.0, "onnx": 0.0, "pool": 0.0}
+    emb._stages = {"tokenize": 0.0, "onnx": 0.0}
     return np.asarray(emb._run(rows))
 
 
@@ -87,7 +96,7 @@ def stages(emb: Any, rounds: int) -> list[dict[str, Any]]:
     for name, texts in (("short", SHORT), ("medium", MEDIUM), ("long", LONG)):
         for bs in (1, 16):
             batch = (texts * 16)[:bs]
-            totals: dict[str, list[float]] = {"tokenize": [], "onnx": [], "pool": []}
+            totals: dict[str, list[float]] = {"tokenize": [], "onnx": []}
             cpu = []
             for _ in range(rounds):
                 c, _ = cpu_per_text(lambda b=batch: emb.embed(b), bs, 0.5)
@@ -221,6 +230,75 @@ def fuse_v1_v2(rounds: int) -> list[dict[str, Any]]:
     return out
 
 
+class NumpyPooledQ8(OnnxMiniLMQ8Embedder):
+    """`local-q8` as it pooled before: the graph's `last_hidden_state`, pooled in numpy."""
+
+    def _run(self, rows: list[list[int]]) -> np.ndarray:
+        from router_core.embedders.local_onnx import mean_pool_normalize
+
+        feeds = self._feeds(rows)
+        (hidden,) = self._session.run(["last_hidden_state"], feeds)
+        return mean_pool_normalize(np.asarray(hidden, dtype=np.float32), feeds["attention_mask"])
+
+
+def _python_work() -> int:
+    """About 20-40 us of pure-Python work that never releases the interpreter lock."""
+    return sum(len(str(i)) for i in range(200))
+
+
+def gil(rounds: int, seconds: float = 3.0) -> list[dict[str, Any]]:
+    import threading
+
+    variants = {"numpy pooling (before)": NumpyPooledQ8(threads=1),
+                "pooling in the graph (now)": OnnxMiniLMQ8Embedder(threads=1)}
+    a, b = (e.embed(MEDIUM) for e in variants.values())
+    cosine = float(np.min(np.sum(a * b, axis=1)))
+    samples: dict[tuple[str, bool], list[tuple[float, float]]] = {}
+    for _ in range(rounds):
+        for name, emb in variants.items():
+            for busy in (False, True):
+                stop, done = threading.Event(), [0]
+
+                def worker(e: Any = emb, d: list[int] = done, s: threading.Event = stop) -> None:
+                    while not s.is_set():
+                        e.embed(MEDIUM)
+                        d[0] += len(MEDIUM)
+
+                thread = threading.Thread(target=worker)
+                start = time.perf_counter()
+                thread.start()
+                work = 0
+                while time.perf_counter() - start < seconds:
+                    if busy:
+                        _python_work()
+                        work += 1
+                    else:
+                        time.sleep(0.01)
+                stop.set()
+                thread.join()
+                wall = time.perf_counter() - start
+                samples.setdefault((name, busy), []).append((done[0] / wall, work / wall))
+    for emb in variants.values():
+        emb.close()
+    return [{"variant": name, "main_thread": "busy" if busy else "idle",
+             "texts_per_s": statistics.median(t for t, _ in v),
+             "main_work_per_s": statistics.median(w for _, w in v),
+             "min_cosine_to_other": cosine} for (name, busy), v in samples.items()]
+
+
+def print_gil(rows: list[dict[str, Any]]) -> None:
+    print("\nlocal-q8 on a worker thread, medium prompts; main thread idle or busy with Python")
+    base = {r["main_thread"]: r for r in rows if "before" in r["variant"]}
+    for r in rows:
+        ref = base[r["main_thread"]]
+        work = r["main_work_per_s"] / max(ref["main_work_per_s"], 1e-9)
+        print(f"  {r['variant']:<28} main {r['main_thread']:<5} {r['texts_per_s']:8.1f} texts/s "
+              f"(x{r['texts_per_s'] / ref['texts_per_s']:.2f})  main work "
+              f"{r['main_work_per_s']:9.0f}/s (x{work:.2f})")
+    least = rows[0]["min_cosine_to_other"]
+    print(f"  least cosine between the two variants' vectors: {least:.7f}")
+
+
 def print_fuse(rows: list[dict[str, Any]]) -> None:
     print("\nlocal-q8 v1 vs v2, one text per run, 1 thread: CPU ms per text (median of rounds)")
     print(f"{'prompts':<8}{'v1':>8}{'v1-noSLN':>10}{'v2':>8}{'v2/v1':>8}{'min cos v2/v1':>15}")
@@ -244,15 +322,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", metavar="OUT")
-    parser.add_argument("--only", choices=["all", "q8", "fuse"], default="all",
+    parser.add_argument("--only", choices=["all", "q8", "fuse", "gil"], default="all",
                         help="q8: only the local vs local-q8 comparison (section 4); fuse: "
-                             "only local-q8 v1 vs v2 (section 5)")
+                             "only local-q8 v1 vs v2 (section 5); gil: only pooling and the "
+                             "interpreter lock (section 6)")
     args = parser.parse_args(argv)
     from router_core.embedders.local_onnx import OnnxMiniLMEmbedder
 
     load0 = os.getloadavg()[0]
     print(f"bench_embed_stages: {len(os.sched_getaffinity(0))} CPUs, load average {load0:.2f}")
-    sections = {"q8": (q8_vs_local, print_q8), "fuse": (fuse_v1_v2, print_fuse)}
+    sections = {"q8": (q8_vs_local, print_q8), "fuse": (fuse_v1_v2, print_fuse),
+                "gil": (gil, print_gil)}
     if args.only in sections:
         measure, show = sections[args.only]
         rows = measure(args.rounds)
@@ -265,12 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"stages": stages(emb, args.rounds),
                               "padding": padding(emb, args.rounds)}
     print("\n1 thread: ms per text by stage (wall), CPU ms per text")
-    print(f"{'prompts':<8}{'batch':>6}{'tokens':>8}{'tokenize':>10}{'onnx':>8}{'pool':>7}"
+    print(f"{'prompts':<8}{'batch':>6}{'tokens':>8}{'tokenize':>10}{'onnx+pool':>10}"
           f"{'cpu':>8}")
     for r in report["stages"]:
         print(f"{r['prompts']:<8}{r['batch']:>6}{r['tokens']:>8.0f}"
-              f"{r['tokenize_ms_per_text']:>10.3f}{r['onnx_ms_per_text']:>8.2f}"
-              f"{r['pool_ms_per_text']:>7.3f}{r['cpu_ms_per_text']:>8.2f}")
+              f"{r['tokenize_ms_per_text']:>10.3f}{r['onnx_ms_per_text']:>10.2f}"
+              f"{r['cpu_ms_per_text']:>8.2f}")
     print("\npadding: CPU ms per text, one run padded to the longest (before) vs length buckets")
     for r in report["padding"]:
         print(f"  {r['batch']:<36} before {r['before_cpu_ms_per_text']:6.2f}  after "

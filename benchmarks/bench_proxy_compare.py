@@ -83,7 +83,8 @@ def registered(kind: str) -> bool:
     return True
 
 
-def write_gateway(work: Path, name: str, up: int, kind: str, cache: int) -> Path:
+def write_gateway(work: Path, name: str, up: int, kind: str, cache: int,
+                  server: dict[str, Any] | None = None) -> Path:
     embedder = {"kind": kind}
     write_checkpoint(work / f"ckpt-{name}", embedder, input_tokens="tokenizer")
     config = {
@@ -91,7 +92,7 @@ def write_gateway(work: Path, name: str, up: int, kind: str, cache: int) -> Path
         "deployments": [{"name": n, "model": f"openai/up-{n}",
                          "api_base": f"http://{HOST}:{up}/v1"} for n in MODELS],
         "server": {"max_concurrency": 1024, "request_timeout_s": 30,
-                   "embed_cache_size": cache},
+                   "embed_cache_size": cache, **(server or {})},
     }
     path = work / f"gateway-{name}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -140,7 +141,8 @@ def start_servers(work: Path, args: argparse.Namespace,
         name = f"r2-auto/{kind}" + ("+cache" if cache else "")
         port = free_port()
         gw = start([sys.executable, "-m", "gateway.cli", "serve", "--config",
-                    str(write_gateway(work, f"{kind}-{cache}", up, kind, cache)),
+                    str(write_gateway(work, f"{kind}-{cache}", up, kind, cache,
+                                      args.server_option)),
                     "--port", str(port), "--log-level", "warning"],
                    f"http://{HOST}:{port}/readyz", None, args.start_timeout)
         procs.append(gw)
@@ -281,8 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--start-timeout", type=float, default=300)
     parser.add_argument("--json", metavar="OUT", help="write every row as JSON")
+    parser.add_argument("--server-option", metavar="KEY=VALUE", action="append", default=[],
+                        help="a `server:` setting for every gateway of the run (named and "
+                             "r2-auto alike), e.g. gil_switch_interval_ms=5; repeatable")
     parser.add_argument("--serve-standin", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.server_option = {k: yaml.safe_load(v) for k, _, v in
+                          (o.partition("=") for o in args.server_option)}
     if args.serve_standin:
         serve_standin(args.serve_standin)
         return 0

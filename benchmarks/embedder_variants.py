@@ -138,18 +138,11 @@ class LayersEmbedder(OnnxMiniLMEmbedder):
         return self._path
 
     def _run(self, rows: list[list[int]]) -> F32:
-        ids = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)
-        for k, row in enumerate(rows):
-            ids[k, : len(row)] = row
-        mask = (np.arange(ids.shape[1])[None, :]
-                < np.array([len(r) for r in rows])[:, None]).astype(np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if self._token_type_ids:
-            feeds["token_type_ids"] = np.zeros_like(ids)
+        feeds = self._feeds(rows)
         names = [f"r2_layer{k}" for k in range(1, LAYERS + 1)]
         hidden = self._session.run(names, feeds)
-        return np.hstack([mean_pool_normalize(np.asarray(h, dtype=np.float32), mask)
-                          for h in hidden])
+        return np.hstack([mean_pool_normalize(np.asarray(h, dtype=np.float32),
+                                              feeds["attention_mask"]) for h in hidden])
 
 
 def write_layers_graph(source: Path, out: Path) -> None:

@@ -25,8 +25,8 @@ loop (measured with a static embedder at concurrency 1-64: 37 ms mean queueing p
 
 `observe_stage(stage, seconds)` reports where the time goes: `embed_queue` per text (from
 `embed()` to its batch starting: the window, the previous batch, the hop to the worker), and per
-batch the embedder's own stages when it reports them (`last_stages` of the local embedder:
-`embed_tokenize`, `embed_onnx`, `embed_pool`).
+batch the embedder's own stages when it reports them (`last_stages` of the local embedders:
+`embed_tokenize`, `embed_onnx`; their graphs pool, so there is no separate pooling stage).
 """
 
 from __future__ import annotations

@@ -90,6 +90,11 @@ class ServerSettings(_Strict):
     embed_timeout_s: float = Field(default=10.0, gt=0)
     #: Routing-text embeddings remembered (an LRU keyed by the text's hash); 0 disables it.
     embed_cache_size: int = Field(default=4096, ge=0)
+    #: The interpreter's thread switch interval while serving (`sys.setswitchinterval`), in ms.
+    #: The embedding thread waits up to this long for the interpreter lock after each ONNX run
+    #: while the event loop is busy; Python's default, 5 ms, halved `local-q8`'s throughput
+    #: under load (docs/benchmarks-gateway.md, "The interpreter lock").
+    gil_switch_interval_ms: float = Field(default=1.0, gt=0, le=100)
     cooldown: CooldownSettings = Field(default_factory=CooldownSettings)
     log_prompts: bool = False
     # Transport limits (docs/reliability.md): what one client or upstream can hold.

@@ -46,7 +46,7 @@ class Metrics:
         self.stage_seconds = Histogram(
             "r2_stage_seconds", "Time per stage of routing: route_embed, route_count, "
             "route_score per request; embed_queue per embedded text; embed_tokenize, "
-            "embed_onnx, embed_pool per embedding batch", ["stage"],
+            "embed_onnx (the run, pooling included) per embedding batch", ["stage"],
             buckets=LATENCY_BUCKETS, registry=r)
         self.embed_cache_hits = Counter(
             "r2_embed_cache_hits_total", "Routing texts whose embedding came from the cache "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -201,6 +202,9 @@ class Service:
 
     async def start(self) -> None:
         self._unredact = redaction.install(self.secrets)
+        # Process-wide; put back on stop (tests and embedding applications share the process).
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(self.settings.server.gil_switch_interval_ms / 1000)
         self.batcher.start()
         await self.state.start()
         # Warm the embedder (ONNX session, tokenizer) off the request path; a remote embedder
@@ -219,6 +223,7 @@ class Service:
             log.info("embedder warm-up failed; /readyz will report it")
 
     async def stop(self) -> None:
+        sys.setswitchinterval(self._switch_interval)
         self._warmup.cancel()
         await self.batcher.stop()
         self._cpu.shutdown(wait=False, cancel_futures=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,9 +18,14 @@ from faults import Vectors
 from helpers import HASH_DIM, gateway_settings, tiny_checkpoint
 
 from gateway.app import build_app
-from gateway.config import parse_settings
+from gateway.config import ConfigError, parse_settings
 from router_core import HashEmbedder
-from router_core.embedders.local_onnx import OnnxMiniLMEmbedder, length_buckets
+from router_core.embedders.local_onnx import (
+    POOLED_OUTPUT,
+    OnnxMiniLMEmbedder,
+    length_buckets,
+    mean_pool_normalize,
+)
 
 
 def _cost(groups: Sequence[Sequence[int]], lengths: Sequence[int], overhead: int) -> int:
@@ -70,8 +76,38 @@ def test_mixed_length_batch_rows_equal_each_text_alone(onnx: OnnxMiniLMEmbedder)
     together = onnx.embed(texts)
     alone = np.concatenate([onnx.embed([t]) for t in texts])
     np.testing.assert_allclose(together, alone, atol=1e-5)
-    assert set(onnx.last_stages) == {"tokenize", "onnx", "pool"}
+    assert set(onnx.last_stages) == {"tokenize", "onnx"}
     assert onnx.last_stages["onnx"] > 0
+
+
+def test_the_graph_pools_and_normalises_as_sentence_transformers_does(
+        onnx: OnnxMiniLMEmbedder) -> None:
+    # Pooling moved into the ONNX graph (one hand-back of the interpreter lock per run instead
+    # of one per numpy step): the same masked mean and unit norm, padded rows included.
+    texts = ["hi", "What is 2+2?", " ".join(["the router picks a model"] * 20)]
+    rows = [e.ids for e in onnx._tokenizer.encode_batch(texts)]
+    feeds = onnx._feeds(rows)
+    assert len({len(r) for r in rows}) == 3  # padded: the mask matters
+    hidden, pooled = onnx._session.run(["last_hidden_state", POOLED_OUTPUT], feeds)
+    np.testing.assert_allclose(pooled, mean_pool_normalize(hidden, feeds["attention_mask"]),
+                               atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(pooled, axis=1), 1.0, atol=1e-6)
+
+
+def test_serving_sets_the_interpreter_switch_interval_and_puts_it_back(
+        tmp_path: Path, standin: Any, serve_app: Any) -> None:
+    before = sys.getswitchinterval()
+    settings = gateway_settings(tiny_checkpoint(tmp_path / "ck"), standin.base_url,
+                                gil_switch_interval_ms=0.5)
+    gw = serve_app(build_app(parse_settings(settings)))
+    assert gw.client().chat.completions.create(
+        model="r2-auto", messages=[{"role": "user", "content": "hello"}]).choices
+    assert sys.getswitchinterval() == pytest.approx(0.0005)
+    gw.server.stop()
+    assert sys.getswitchinterval() == pytest.approx(before)
+    with pytest.raises(ConfigError, match="gil_switch_interval_ms"):
+        parse_settings(gateway_settings(tiny_checkpoint(tmp_path / "ck2"), standin.base_url,
+                                        gil_switch_interval_ms=0))
 
 
 class StagedEmbedder(HashEmbedder):
@@ -82,7 +118,7 @@ class StagedEmbedder(HashEmbedder):
         self.last_stages: dict[str, float] = {}
 
     def embed(self, texts: Sequence[str]) -> Vectors:
-        self.last_stages = {"tokenize": 0.001, "onnx": 0.002, "pool": 0.0001}
+        self.last_stages = {"tokenize": 0.001, "onnx": 0.002}
         return super().embed(texts)
 
 
@@ -103,7 +139,7 @@ def test_stage_timings_reach_metrics(tmp_path: Path, standin: Any, serve_app: An
     for stage in ("route_embed", "route_count", "route_score"):
         assert _stage_count(text, stage) == 2.0, stage
     # the gateway's own warm-up embedding goes through the batcher too
-    for stage in ("embed_queue", "embed_tokenize", "embed_onnx", "embed_pool"):
+    for stage in ("embed_queue", "embed_tokenize", "embed_onnx"):
         assert _stage_count(text, stage) >= 2.0, stage
 
 

