@@ -92,8 +92,9 @@ class ServerSettings(_Strict):
     embed_cache_size: int = Field(default=4096, ge=0)
     #: The interpreter's thread switch interval while serving (`sys.setswitchinterval`), in ms.
     #: The embedding thread waits up to this long for the interpreter lock after each ONNX run
-    #: while the event loop is busy; Python's default, 5 ms, halved `local-q8`'s throughput
-    #: under load (docs/benchmarks-gateway.md, "The interpreter lock").
+    #: while the event loop is busy: Python's default, 5 ms, halved its throughput next to a busy
+    #: thread, and under load 1 ms cut the embedding queue from 14-17 to 5 ms mean
+    #: (docs/benchmarks-gateway.md, "The interpreter lock").
     gil_switch_interval_ms: float = Field(default=1.0, gt=0, le=100)
     cooldown: CooldownSettings = Field(default_factory=CooldownSettings)
     log_prompts: bool = False
