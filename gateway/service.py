@@ -129,6 +129,30 @@ def _size(messages: list[dict[str, Any]]) -> int:
     return total
 
 
+class _SwitchInterval:
+    """The interpreter's switch interval while any gateway of this process serves: the first
+    `enter` remembers the process's own value, the last `leave` puts it back (tests and
+    applications may run several gateways in one process, started and stopped in any order)."""
+
+    def __init__(self) -> None:
+        self._serving = 0
+        self._original = sys.getswitchinterval()
+
+    def enter(self, seconds: float) -> None:
+        if self._serving == 0:
+            self._original = sys.getswitchinterval()
+        self._serving += 1
+        sys.setswitchinterval(seconds)
+
+    def leave(self) -> None:
+        self._serving = max(0, self._serving - 1)
+        if self._serving == 0:
+            sys.setswitchinterval(self._original)
+
+
+_switch_interval = _SwitchInterval()
+
+
 class Service:
     def __init__(self, settings: GatewaySettings, embedder: Embedder | None = None) -> None:
         self.settings = settings
@@ -202,9 +226,7 @@ class Service:
 
     async def start(self) -> None:
         self._unredact = redaction.install(self.secrets)
-        # Process-wide; put back on stop (tests and embedding applications share the process).
-        self._switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(self.settings.server.gil_switch_interval_ms / 1000)
+        _switch_interval.enter(self.settings.server.gil_switch_interval_ms / 1000)
         self.batcher.start()
         await self.state.start()
         # Warm the embedder (ONNX session, tokenizer) off the request path; a remote embedder
@@ -223,7 +245,7 @@ class Service:
             log.info("embedder warm-up failed; /readyz will report it")
 
     async def stop(self) -> None:
-        sys.setswitchinterval(self._switch_interval)
+        _switch_interval.leave()
         self._warmup.cancel()
         await self.batcher.stop()
         self._cpu.shutdown(wait=False, cancel_futures=True)

@@ -103,7 +103,13 @@ def test_serving_sets_the_interpreter_switch_interval_and_puts_it_back(
     assert gw.client().chat.completions.create(
         model="r2-auto", messages=[{"role": "user", "content": "hello"}]).choices
     assert sys.getswitchinterval() == pytest.approx(0.0005)
+    # A second gateway in the same process, stopped first: the first one still serves.
+    second = serve_app(build_app(parse_settings(gateway_settings(
+        tiny_checkpoint(tmp_path / "ck3"), standin.base_url, gil_switch_interval_ms=2))))
+    assert sys.getswitchinterval() == pytest.approx(0.002)
     gw.server.stop()
+    assert sys.getswitchinterval() == pytest.approx(0.002)
+    second.server.stop()
     assert sys.getswitchinterval() == pytest.approx(before)
     with pytest.raises(ConfigError, match="gil_switch_interval_ms"):
         parse_settings(gateway_settings(tiny_checkpoint(tmp_path / "ck2"), standin.base_url,
