@@ -76,8 +76,12 @@ def test_each_arm_is_sent_exactly_as_the_gateway_serves_it(
     standin.behaviours["up-weak"] = Behaviour(text="Score: 1")
     collect(parse_settings(raw), [questions], tmp_path / "o.jsonl", "100,concise_cot",
             models="strong", policy_file=policy_file, options=FAST)
-    measured = [r["body"] for r in standin.received if r["body"]["model"] == "up-strong"]
+    # collect runs arms concurrently: pair them by their cap (100, then concise_cot's 256), not
+    # by the order the stand-in happened to receive them in.
+    measured = sorted((r["body"] for r in standin.received if r["body"]["model"] == "up-strong"),
+                      key=lambda body: body["max_tokens"])
     assert len(measured) == 2
+    assert [b["max_tokens"] for b in served] == [100, 256]
     for sent, got in zip(served, measured, strict=True):
         assert got["messages"] == sent["messages"]
         assert got["max_tokens"] == sent["max_tokens"]
