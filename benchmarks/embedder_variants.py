@@ -68,8 +68,8 @@ from router_core.embedders.local_onnx import (
     mean_pool_normalize,
     verified_model_file,
 )
-from router_core.embedders.local_q8 import fold_to_fp32
-from router_core.embedders.onnx_fuse import LAYERS, fuse_minilm, prune_and_sort
+from router_core.embedders.local_q8 import fp32_graph
+from router_core.embedders.onnx_fuse import LAYERS, layer_outputs, prune_and_sort
 from router_core.policies import Policy
 from router_core.text import routing_text, truncate, user_messages
 from router_core.training.coverage import DEFAULT_MIN_ARM_ROWS, drop_sparse_arms
@@ -146,23 +146,15 @@ class LayersEmbedder(OnnxMiniLMEmbedder):
 
 
 def write_layers_graph(source: Path, out: Path) -> None:
-    """`local`'s model folded to fp32 and fused (as `local_q8.derive` before quantising), with
-    layer k's output (the LayerNorm that ends it) exposed as graph output `r2_layer{k}`."""
-    import tempfile
-
+    """`local`'s model folded to fp32 and fused (`local_q8.fp32_graph`, what `derive`
+    quantises), with layer k's output exposed as graph output `r2_layer{k}`."""
     import onnx
     from onnx import helper
 
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        fold_to_fp32(source, fp32)
-        graph = onnx.load(str(fp32))
-    fuse_minilm(graph)
-    norms = [n for n in graph.graph.node if n.op_type == "LayerNormalization"]
-    assert len(norms) == 1 + 2 * LAYERS, len(norms)
-    for k in range(1, LAYERS + 1):
+    graph = fp32_graph(source)
+    for k, end in enumerate(layer_outputs(graph), start=1):
         name = f"r2_layer{k}"
-        graph.graph.node.append(helper.make_node("Identity", [norms[2 * k].output[0]], [name],
+        graph.graph.node.append(helper.make_node("Identity", [end], [name],
                                                  name=f"r2_expose{k}"))
         graph.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
                                                                 None))

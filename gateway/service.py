@@ -136,7 +136,7 @@ class _SwitchInterval:
 
     def __init__(self) -> None:
         self._serving = 0
-        self._original = sys.getswitchinterval()
+        self._original = 0.0
 
     def enter(self, seconds: float) -> None:
         if self._serving == 0:

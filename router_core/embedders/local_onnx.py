@@ -123,7 +123,7 @@ def pooled_graph(model: Path) -> bytes:
     if "last_hidden_state" not in outputs:
         raise EmbedderError(f"ONNX model {model} has no output 'last_hidden_state'")
     opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < 13:  # ReduceSum and Unsqueeze take their axes as inputs from opset 13
+    if opset < 13:  # ReduceSum and Unsqueeze take their axes as inputs from opset 13 on
         raise EmbedderError(f"ONNX model {model}: opset {opset} < 13")
 
     def const(name: str, value: Any, dtype: int) -> None:
@@ -134,9 +134,6 @@ def pooled_graph(model: Path) -> bytes:
     const("r2_pool_min_count", [1e-9], TensorProto.FLOAT)
     const("r2_pool_min_norm", [1e-12], TensorProto.FLOAT)
     node = helper.make_node
-    l2 = (node("ReduceL2", ["r2_pool_mean", "r2_pool_axis1"], ["r2_pool_norm"], keepdims=1)
-          if opset >= 18 else
-          node("ReduceL2", ["r2_pool_mean"], ["r2_pool_norm"], axes=[1], keepdims=1))
     graph.graph.node.extend([
         node("Cast", ["attention_mask"], ["r2_pool_maskf"], to=TensorProto.FLOAT),
         node("Unsqueeze", ["r2_pool_maskf", "r2_pool_axis2"], ["r2_pool_mask3"]),
@@ -145,7 +142,9 @@ def pooled_graph(model: Path) -> bytes:
         node("ReduceSum", ["r2_pool_mask3", "r2_pool_axis1"], ["r2_pool_count"], keepdims=0),
         node("Max", ["r2_pool_count", "r2_pool_min_count"], ["r2_pool_count_c"]),
         node("Div", ["r2_pool_sum", "r2_pool_count_c"], ["r2_pool_mean"]),
-        l2,
+        node("Mul", ["r2_pool_mean", "r2_pool_mean"], ["r2_pool_square"]),
+        node("ReduceSum", ["r2_pool_square", "r2_pool_axis1"], ["r2_pool_norm2"], keepdims=1),
+        node("Sqrt", ["r2_pool_norm2"], ["r2_pool_norm"]),
         node("Max", ["r2_pool_norm", "r2_pool_min_norm"], ["r2_pool_norm_c"]),
         node("Div", ["r2_pool_mean", "r2_pool_norm_c"], [POOLED_OUTPUT]),
     ])

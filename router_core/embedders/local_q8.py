@@ -41,6 +41,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,35 +85,47 @@ def fold_to_fp32(source: Path, out: Path) -> None:
     ort.InferenceSession(str(source), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def derive(source: Path, out: Path, fuse: bool = True, layers: int | None = None) -> None:
-    """Write the dynamically quantised, per-channel int8 graph of ONNX file `source` to `out`.
-    For benchmarks: `fuse=False` skips the attention / GELU fusion (derivation v1); `layers`
-    cuts the fused graph after that layer (benchmarks/depth_variants.py; None: all six)."""
+def fp32_graph(source: Path, fuse: bool = True) -> Any:
+    """ONNX file `source` folded to fp32 (`fold_to_fp32`) and, unless `fuse` is False, with its
+    attention blocks and GELUs fused (`onnx_fuse.fuse_minilm`): the graph `derive` quantises,
+    as an `onnx.ModelProto`."""
     import onnxruntime as ort
 
     try:
         import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        from .onnx_fuse import fuse_minilm, truncate_layers
+        from .onnx_fuse import fuse_minilm
     except ImportError as exc:  # `onnx` is a core dependency; only missing in a broken install
         raise EmbedderError("deriving the local-q8 model needs the `onnx` package "
                             f"(onnxruntime {ort.__version__}): {exc}") from exc
+    with tempfile.TemporaryDirectory(prefix="r2-fp32-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        fold_to_fp32(source, fp32)
+        graph = onnx.load(str(fp32))
+    if fuse:
+        fuse_minilm(graph)
+    return graph
+
+
+def derive(source: Path, out: Path, fuse: bool = True, layers: int | None = None) -> None:
+    """Write the dynamically quantised, per-channel int8 graph of ONNX file `source` to `out`.
+    For benchmarks: `fuse=False` skips the attention / GELU fusion (derivation v1); `layers`
+    cuts the fused graph after that layer (benchmarks/depth_variants.py; None: all six)."""
+    graph = fp32_graph(source, fuse)  # first: it says so if `onnx` is missing
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from .onnx_fuse import truncate_layers
+
+    if layers is not None:
+        truncate_layers(graph, layers)
     quiet = _QuantiserAdvice()
     logging.getLogger().addFilter(quiet)
     try:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".derive-") as tmp:
-            fp32 = Path(tmp) / "fp32.onnx"
-            fold_to_fp32(source, fp32)
-            fused = fp32
-            if fuse:
-                graph = onnx.load(str(fp32))
-                fuse_minilm(graph)
-                if layers is not None:
-                    truncate_layers(graph, layers)
-                fused = Path(tmp) / "fused.onnx"
-                onnx.save(graph, str(fused))
-            quantize_dynamic(fused, out, weight_type=QuantType.QInt8, per_channel=True,
+            graph_file = Path(tmp) / "fp32.onnx"
+            onnx.save(graph, str(graph_file))
+            quantize_dynamic(graph_file, out, weight_type=QuantType.QInt8, per_channel=True,
                              reduce_range=True)
     finally:
         logging.getLogger().removeFilter(quiet)

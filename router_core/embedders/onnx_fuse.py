@@ -49,25 +49,32 @@ def fuse_minilm(model: onnx.ModelProto) -> None:
     model.CopyFrom(work)
 
 
-def truncate_layers(model: onnx.ModelProto, layers: int) -> None:
-    """Make layer `layers`'s output the graph's `last_hidden_state`, in place, on a graph that
-    `fuse_minilm` rewrote: mean pooling then reads that layer as it read the last one.
+def layer_outputs(model: onnx.ModelProto) -> list[str]:
+    """The tensors that end layers 1..LAYERS of a graph that `fuse_minilm` rewrote.
 
     The fused MiniLM has 1 + 2 * LAYERS LayerNormalization nodes in order (the embeddings',
     then each layer's after attention and after the feed-forward block): layer k ends at the
-    (2k)-th after the first. The layers after it are pruned, so they cost nothing."""
-    if not 1 <= layers <= LAYERS:
-        raise ValueError(f"layers must be within 1..{LAYERS}, got {layers}")
+    (2k)-th after the first."""
     norms = [n for n in model.graph.node if n.op_type == "LayerNormalization"]
     if len(norms) != 1 + 2 * LAYERS:
         raise EmbedderError(f"MiniLM graph: expected {1 + 2 * LAYERS} LayerNormalization "
                             f"nodes, found {len(norms)}")
+    return [str(norms[2 * k].output[0]) for k in range(1, LAYERS + 1)]
+
+
+def truncate_layers(model: onnx.ModelProto, layers: int) -> None:
+    """Make layer `layers`'s output the graph's `last_hidden_state`, in place, on a graph that
+    `fuse_minilm` rewrote: mean pooling then reads that layer as it read the last one. The
+    layers after it are pruned, so they cost nothing."""
+    if not 1 <= layers <= LAYERS:
+        raise ValueError(f"layers must be within 1..{LAYERS}, got {layers}")
+    ends = layer_outputs(model)
     if layers == LAYERS:
         return
     for node in model.graph.node:
         node.output[:] = ["r2_cut_output" if o == "last_hidden_state" else o
                           for o in node.output]
-    model.graph.node.append(helper.make_node("Identity", [norms[2 * layers].output[0]],
+    model.graph.node.append(helper.make_node("Identity", [ends[layers - 1]],
                                              ["last_hidden_state"], name="r2_cut"))
     prune_and_sort(model.graph)
 
